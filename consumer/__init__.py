@@ -1,0 +1,1 @@
+"""speechjobs: cloud speech-job notifications to one deduplicated event stream."""

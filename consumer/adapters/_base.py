@@ -1,0 +1,128 @@
+"""The one interface every vendor adapter implements, and helpers they share."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, JsonValue, ValidationError
+
+from consumer.errors import Rejection
+from schemas.job import JobUpdate, Origin, Provider
+
+__all__ = [
+    "Adapter",
+    "Context",
+    "Ignored",
+    "Result",
+    "as_list",
+    "json_in_string",
+    "kebab",
+    "parse_time",
+    "unescape_amp",
+    "validate",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What an adapter knows besides the body: where it came from and the relay's task-id hint."""
+
+    origin: Origin
+    task_id_hint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A body that is understood and needs no work (a console test ping); acked and logged."""
+
+    why: str
+
+
+Result = list[JobUpdate] | Ignored
+
+
+@dataclass(frozen=True, slots=True)
+class Adapter:
+    """A vendor: recognise its bodies by shape, and turn one into job updates (or raise Rejection)."""
+
+    provider: Provider
+    detect: Callable[[Any], bool]
+    normalize: Callable[[Any, Context], Result]
+
+
+def validate(model: type[M], data: Any, *, provider: Provider, what: str) -> M:
+    """Validate into a vendor model; a failure becomes an invalid-payload rejection without input values."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[:3]
+        where = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in first)
+        raise Rejection("invalid-payload", f"{what}: {where}", provider=provider) from None
+
+
+def as_list(value: Any) -> list[Any]:
+    """XML gives one child as an object and several as a list; None (empty element) is no child."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def json_in_string(value: str | None) -> JsonValue:
+    """Vendors nest JSON in strings (ICE AiResult, UserData); parse it, or keep the text as it is."""
+    if value is None or value == "":
+        return None
+    try:
+        parsed: JsonValue = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value
+    return parsed
+
+
+def unescape_amp(url: str) -> str:
+    """Tingwu returns some result URLs HTML-escaped; &amp; must become & before anyone fetches them."""
+    return url.replace("&amp;", "&")
+
+
+_KEBAB = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def kebab(name: str) -> str:
+    """SpeechRecognition -> speech-recognition, TextToSpeech -> text-to-speech."""
+    return _KEBAB.sub("-", name.strip()).replace("_", "-").lower()
+
+
+_TIME_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%z",  # Tencent 2022-06-30T19:33:18+0800, ICE ...Z
+    "%Y-%m-%d %H:%M:%S%z",  # Tencent workflow 2021-09-14 15:00:26+0800
+    "%Y-%m-%dT%H:%M:%S.%f%z",
+)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Vendor timestamp to aware UTC; '-' and empty mean not yet; naive times are taken as UTC."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if text in ("", "-"):
+        return None
+    # VOD writes milliseconds after a colon: 2022-10-20T10:29:46:540Z.
+    text = re.sub(r"(T\d{2}:\d{2}:\d{2}):(\d{3})", r"\1.\2", text)
+    text = text.replace("Z", "+0000") if text.endswith("Z") else text
+    for fmt in _TIME_FORMATS:
+        try:
+            parsed = datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        return parsed.astimezone(UTC)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)

@@ -1,0 +1,103 @@
+"""Publishing edge: job events and dead letters, each awaited until the broker confirms it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aio_pika
+from aio_pika.abc import AbstractExchange
+
+from consumer.errors import Rejection
+from schemas.job import EventRecord
+
+__all__ = ["DeadLetter", "OutboundEvent", "Publisher"]
+
+log = logging.getLogger("speechjobs.publisher")
+
+# Headers a dead letter carries; `dlq` tooling reads them back.
+REASON = "x-speechjobs-reason"
+ERROR = "x-speechjobs-error"
+PROVIDER = "x-speechjobs-provider"
+ORIGINAL_EXCHANGE = "x-original-exchange"
+ORIGINAL_ROUTING_KEY = "x-original-routing-key"
+DEAD_LETTERED_AT = "x-speechjobs-dead-lettered-at"
+DELIVERIES = "x-speechjobs-deliveries"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundEvent:
+    record: EventRecord
+    provider: str
+    kind: str
+    traceparent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    body: bytes
+    routing_key: str
+    exchange: str
+    headers: Mapping[str, object]
+    content_type: str | None
+    message_id: str | None
+    rejection: Rejection
+    deliveries: int
+
+
+class Publisher:
+    def __init__(self, events: AbstractExchange, dead_letter: AbstractExchange, *, timeout: float) -> None:
+        self._events = events
+        self._dead_letter = dead_letter
+        self._timeout = timeout
+
+    async def publish_events(self, events: Sequence[OutboundEvent]) -> None:
+        """Publish all at once and wait for every confirm (pipelined, not one round trip each)."""
+        await asyncio.gather(*(self._publish_event(e) for e in events))
+
+    async def _publish_event(self, event: OutboundEvent) -> None:
+        headers: dict[str, aio_pika.abc.FieldValue] = {"provider": event.provider, "kind": event.kind}
+        if event.traceparent:
+            headers["traceparent"] = event.traceparent
+        message = aio_pika.Message(
+            event.record.body.encode(),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=event.record.event_id,
+            type=event.record.routing_key,
+            headers=headers,
+            timestamp=datetime.now(UTC),
+        )
+        await self._events.publish(
+            message, routing_key=event.record.routing_key, mandatory=True, timeout=self._timeout
+        )
+
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        rejection = letter.rejection
+        headers: dict[str, aio_pika.abc.FieldValue] = {
+            k: v for k, v in letter.headers.items() if isinstance(v, str | bytes | int | float | bool)
+        }
+        headers |= {
+            REASON: rejection.reason,
+            ERROR: rejection.message,
+            ORIGINAL_EXCHANGE: letter.exchange,
+            ORIGINAL_ROUTING_KEY: letter.routing_key,
+            DEAD_LETTERED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
+            DELIVERIES: letter.deliveries,
+        }
+        if rejection.provider:
+            headers[PROVIDER] = rejection.provider
+        message = aio_pika.Message(
+            letter.body,
+            content_type=letter.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=letter.message_id,
+            headers=headers,
+            timestamp=datetime.now(UTC),
+        )
+        await self._dead_letter.publish(
+            message, routing_key=letter.routing_key, mandatory=True, timeout=self._timeout
+        )

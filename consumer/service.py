@@ -1,0 +1,191 @@
+"""The running service: wires settings, store, broker and pipeline; batches deliveries; shuts down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from datetime import timedelta
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential_jitter
+
+from consumer import metrics
+from consumer.broker import Broker, connect
+from consumer.health import Health
+from consumer.http import serve
+from consumer.pipeline import Pipeline
+from consumer.publisher import Publisher
+from consumer.settings import Settings
+from consumer.store import MongoStore
+
+__all__ = ["Service", "mongo_client"]
+
+log = logging.getLogger("speechjobs.service")
+
+_STOP = None  # sentinel in the delivery buffer: finish the current batch, then return
+
+
+def mongo_client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
+    if settings.mongodb_url is None:
+        raise SystemExit("SPEECHJOBS_MONGODB_URL is not set (scripts/run-local starts a local one)")
+    return AsyncMongoClient(
+        settings.mongodb_url.get_secret_value(),
+        tz_aware=True,
+        appname="speechjobs",
+        serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
+        connectTimeoutMS=settings.mongodb_timeout_ms,
+    )
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.health = Health()
+        self._buffer: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._store: MongoStore | None = None
+
+    async def run(self) -> int:
+        settings = self.settings
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        client = mongo_client(settings)
+        server = await serve("0.0.0.0", settings.http_port, live=self._live, ready=self._ready) if settings.http_port else None
+        self._store = store = MongoStore(
+            client,
+            settings.mongodb_database,
+            raw_body_max_bytes=settings.raw_body_max_bytes,
+            raw_retention=timedelta(days=settings.raw_retention_days),
+        )
+        broker: Broker | None = None
+        try:
+            await self._until_up("mongodb", store.setup, PyMongoError, stop)
+            broker = await self._until_up("broker", lambda: connect(settings), Exception, stop)
+            if broker is None:
+                return 0
+            self._watch(broker)
+            publisher = Publisher(
+                broker.topology.events, broker.topology.dead_letter, timeout=settings.publish_timeout_s
+            )
+            pipeline = Pipeline(settings, store, publisher, self.health)
+            self._worker = asyncio.create_task(self._batches(pipeline), name="batches")
+            tag = await broker.topology.inbound.consume(self._on_message, no_ack=False)
+            self.health.consuming = True
+            log.info("consuming", extra={"queue": settings.inbound_queue, "providers": list(settings.providers)})
+            stop_wait = asyncio.create_task(stop.wait())
+            await asyncio.wait({stop_wait, self._worker}, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})
+            self.health.consuming = False
+            with contextlib.suppress(Exception):
+                await broker.topology.inbound.cancel(tag)
+            await self._drain(settings.shutdown_grace_s)
+        finally:
+            if broker is not None:
+                with contextlib.suppress(Exception):
+                    await broker.close()
+            await client.close()
+            if server is not None:
+                server.close()
+        log.info("stopped")
+        return 0
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        metrics.IN_FLIGHT.inc()
+        self._buffer.put_nowait(message)
+
+    async def _batches(self, pipeline: Pipeline) -> None:
+        size, linger = self.settings.batch_size, self.settings.batch_linger_ms / 1000
+        while True:
+            first = await self._buffer.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            stopping = False
+            for waited in (False, True):
+                while len(batch) < size and not self._buffer.empty():
+                    message = self._buffer.get_nowait()
+                    if message is _STOP:
+                        stopping = True
+                        break
+                    batch.append(message)
+                # One short linger lets a burst fill the batch; a lone message waits at most this long.
+                if waited or stopping or len(batch) >= size or linger == 0:
+                    break
+                await asyncio.sleep(linger)
+            try:
+                await pipeline.process(batch)
+            except Exception:
+                log.exception("batch of %d failed; handing the messages back for redelivery", len(batch))
+                for message in batch:
+                    with contextlib.suppress(Exception):
+                        await message.nack(requeue=True)
+            finally:
+                metrics.IN_FLIGHT.dec(len(batch))
+                self.health.beat()
+            if stopping:
+                return
+
+    async def _drain(self, grace: float) -> None:
+        """Finish what was received within the grace period; the broker redelivers the rest."""
+        if self._worker is None or self._worker.done():
+            return
+        self._buffer.put_nowait(_STOP)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._worker), grace)
+        except TimeoutError:
+            log.warning("grace period over, handing in-flight messages back to the broker")
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
+    def _watch(self, broker: Broker) -> None:
+        self.health.broker_connected = True
+
+        def lost(*_: object) -> None:
+            self.health.broker_connected = False
+            log.warning("broker connection lost, reconnecting")
+
+        def back(*_: object) -> None:
+            self.health.broker_connected = True
+            log.info("broker connection restored")
+
+        broker.connection.close_callbacks.add(lost)
+        broker.connection.reconnect_callbacks.add(back)
+
+    async def _until_up(self, component: str, call: Any, error: type[BaseException], stop: asyncio.Event) -> Any:
+        async def attempt() -> Any:
+            if stop.is_set():
+                return None
+            return await call()
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(error),
+            wait=wait_exponential_jitter(initial=0.5, max=15),
+            stop=stop_never,
+            before_sleep=lambda s: log.warning(
+                "%s not reachable yet: %s", component, type(s.outcome.exception()).__name__ if s.outcome else "?"
+            ),
+        )
+        return await retrying(attempt)
+
+    async def _live(self) -> list[str]:
+        if self._worker is not None and self._worker.done():
+            return ["consumer task ended"]
+        return []
+
+    async def _ready(self) -> list[str]:
+        problems = self.health.not_ready()
+        if self._store is not None:
+            try:
+                await asyncio.wait_for(self._store.ping(), 2)
+            except (PyMongoError, TimeoutError) as exc:
+                problems.append(f"mongodb unreachable: {type(exc).__name__}")
+        return problems

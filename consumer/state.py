@@ -1,0 +1,157 @@
+"""The pure job state machine: deduplication, one-way status, result merging and the event to publish."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from pydantic import JsonValue
+
+from schemas.event import JobEvent
+from schemas.job import EventRecord, HistoryEntry, Job, JobStatus, JobUpdate
+
+__all__ = ["Outcome", "OutcomeKind", "apply", "event_id", "job_key"]
+
+# Fixed forever: event ids must stay stable across releases so subscribers can deduplicate.
+_EVENT_NAMESPACE = uuid.UUID("5b0f7c1e-2f4a-4c8e-9d7a-53a7c2b1e0d4")
+
+OutcomeKind = Literal["new", "transition", "merged", "duplicate", "late", "conflict"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The job after one update, what happened, and the event that must be (re)published, if any."""
+
+    job: Job
+    kind: OutcomeKind
+    changed: bool
+    event: EventRecord | None
+
+
+def job_key(provider: str, task_id: str) -> str:
+    return f"{provider}:{task_id}"
+
+
+def event_id(provider: str, task_id: str, status: JobStatus) -> str:
+    return str(uuid.uuid5(_EVENT_NAMESPACE, f"{provider}\x1f{task_id}\x1f{status.value}"))
+
+
+def apply(current: Job | None, update: JobUpdate, *, now: datetime) -> Outcome:
+    """Fold one update into a job.
+
+    A state (status, provider_status) already in the history changes nothing; status only moves
+    forward; the first terminal state wins and a conflicting one is only recorded; results merge.
+    """
+    entry = HistoryEntry(
+        status=update.status,
+        provider_status=update.provider_status,
+        at=now,
+        body_sha256=update.origin.body_sha256,
+        channel=update.origin.channel,
+        applied=True,
+    )
+    if current is None:
+        job = _with_event(_new_job(update, entry, now), now)
+        return Outcome(job, "new", True, _pending(job))
+
+    seen = any(h.status == update.status and h.provider_status == update.provider_status for h in current.history)
+    forward = update.status.rank > current.status.rank or (
+        update.status.rank == current.status.rank and not seen and not current.status.terminal
+    )
+    if forward:
+        job = current.model_copy(
+            update={
+                "status": update.status,
+                "provider_status": update.provider_status,
+                "source": update.source,
+                "error": update.error,
+                "results": {**current.results, **update.results},
+                "history": (*current.history, entry),
+                **_filled(current, update),
+            }
+        )
+        job = _with_event(job, now)
+        kind: OutcomeKind = "transition"
+    elif update.status.terminal and current.status.terminal and update.status != current.status:
+        history = current.history if seen else (*current.history, entry.model_copy(update={"applied": False}))
+        job = current.model_copy(update={"history": history})
+        kind = "conflict"
+    else:
+        # Same state again, or a late one: keep what is known, fill gaps. A late update never
+        # overwrites a result a newer state already delivered.
+        results = (
+            {**current.results, **update.results}
+            if update.status.rank == current.status.rank
+            else {**update.results, **current.results}
+        )
+        history = current.history if seen else (*current.history, entry.model_copy(update={"applied": False}))
+        job = current.model_copy(
+            update={
+                "results": results,
+                "history": history,
+                "error": current.error or (update.error if update.status == current.status else None),
+                **_filled(current, update),
+            }
+        )
+        kind = "merged" if update.status.rank == current.status.rank else "late"
+    if job == current:
+        return Outcome(current, "duplicate", False, _pending(current))
+    job = job.model_copy(update={"updated_at": now})
+    return Outcome(job, kind, True, _pending(job))
+
+
+def _new_job(update: JobUpdate, entry: HistoryEntry, now: datetime) -> Job:
+    return Job(
+        **update.model_dump(exclude={"origin"}),
+        history=(entry,),
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _filled(current: Job, update: JobUpdate) -> dict[str, object]:
+    """Fields that only ever go from unknown to known."""
+    filled: dict[str, object] = {}
+    for name in ("task_key", "submitted_at", "started_at", "finished_at"):
+        if getattr(current, name) is None and getattr(update, name) is not None:
+            filled[name] = getattr(update, name)
+    if current.user_data is None and update.user_data is not None:
+        filled["user_data"] = update.user_data
+    if update.reported_at and (current.reported_at is None or update.reported_at > current.reported_at):
+        filled["reported_at"] = update.reported_at
+    return filled
+
+
+def _with_event(job: Job, now: datetime) -> Job:
+    """Attach the terminal event the first time a job becomes terminal."""
+    if not job.status.terminal or job.event is not None:
+        return job
+    event_type: Literal["job.completed", "job.failed"] = (
+        "job.completed" if job.status is JobStatus.COMPLETED else "job.failed"
+    )
+    results: dict[str, JsonValue] = dict(job.results)
+    event = JobEvent(
+        event_id=event_id(job.provider, job.task_id, job.status),
+        type=event_type,
+        occurred_at=now,
+        provider=job.provider,
+        task_id=job.task_id,
+        status=job.status,
+        provider_status=job.provider_status,
+        kind=job.kind,
+        task_key=job.task_key,
+        user_data=job.user_data,
+        error=job.error,
+        results=results,
+        submitted_at=job.submitted_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+    record = EventRecord(event_id=event.event_id, routing_key=event_type, body=event.model_dump_json())
+    return job.model_copy(update={"event": record})
+
+
+def _pending(job: Job) -> EventRecord | None:
+    return job.event if job.event is not None and not job.event.confirmed else None

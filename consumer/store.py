@@ -1,0 +1,202 @@
+"""MongoDB job store (pymongo's async API): optimistic versioned writes make dedup hold across replicas."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from pymongo import AsyncMongoClient, IndexModel, InsertOne, ReplaceOne, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError
+
+from consumer.state import Outcome, apply, job_key
+from schemas.job import Job, JobUpdate
+
+__all__ = ["JobStore", "MongoStore", "RawBody", "StoreConflict"]
+
+log = logging.getLogger("speechjobs.store")
+
+_DUPLICATE_KEY = 11000
+
+
+@dataclass(frozen=True, slots=True)
+class RawBody:
+    """An inbound body kept so that jobs can be re-normalized after a parser fix."""
+
+    sha256: str
+    body: bytes
+    routing_key: str
+    content_type: str | None
+    headers: dict[str, str]
+    provider: str
+    task_ids: tuple[str, ...]
+    received_at: datetime
+
+
+class StoreConflict(RuntimeError):
+    """Other writers kept changing the same jobs; the batch is retried as a whole."""
+
+
+class JobStore(Protocol):
+    async def apply(self, updates: Sequence[tuple[JobUpdate, datetime]]) -> list[Outcome]: ...
+    async def confirm(self, events: Sequence[tuple[str, str]], now: datetime) -> None: ...
+    async def save_raw(self, bodies: Sequence[RawBody]) -> None: ...
+    async def ping(self) -> None: ...
+
+
+class MongoStore:
+    """Jobs keyed by "provider:task_id"; every write is conditional on the version it read."""
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[dict[str, Any]],
+        database: str,
+        *,
+        raw_body_max_bytes: int = 262_144,
+        raw_retention: timedelta = timedelta(days=30),
+        max_attempts: int = 20,
+    ) -> None:
+        self.client = client
+        db = client[database]
+        self.jobs: AsyncCollection[dict[str, Any]] = db["jobs"]
+        self.raw: AsyncCollection[dict[str, Any]] = db["raw_bodies"]
+        self._raw_max = raw_body_max_bytes
+        self._retention = raw_retention
+        self._max_attempts = max_attempts
+
+    async def setup(self) -> None:
+        await self.jobs.create_indexes(
+            [
+                IndexModel([("provider", 1), ("task_id", 1)], unique=True, name="provider_task"),
+                IndexModel([("status", 1), ("updated_at", -1)], name="status_updated"),
+                IndexModel([("event.confirmed", 1)], name="event_confirmed", sparse=True),
+            ]
+        )
+        await self.raw.create_indexes(
+            [
+                IndexModel(
+                    [("received_at", 1)],
+                    name="retention",
+                    expireAfterSeconds=int(self._retention.total_seconds()),
+                ),
+                IndexModel([("provider", 1), ("received_at", 1)], name="provider_received"),
+                IndexModel([("task_ids", 1)], name="task_ids"),
+            ]
+        )
+
+    async def ping(self) -> None:
+        await self.client.admin.command("ping")
+
+    async def apply(self, updates: Sequence[tuple[JobUpdate, datetime]]) -> list[Outcome]:
+        """Apply updates in order; updates of one job within the batch fold into a single write."""
+        groups: dict[str, list[int]] = {}
+        for index, (update, _) in enumerate(updates):
+            groups.setdefault(job_key(update.provider, update.task_id), []).append(index)
+        outcomes: list[Outcome | None] = [None] * len(updates)
+        pending = list(groups)
+        for _ in range(self._max_attempts):
+            current = {doc["_id"]: doc async for doc in self.jobs.find({"_id": {"$in": pending}})}
+            ops: list[InsertOne[dict[str, Any]] | ReplaceOne[dict[str, Any]]] = []
+            op_keys: list[str] = []
+            for key in pending:
+                doc = current.get(key)
+                before = _from_doc(doc) if doc is not None else None
+                job = before
+                for index in groups[key]:
+                    update, now = updates[index]
+                    outcome = apply(job, update, now=now)
+                    outcomes[index] = outcome
+                    job = outcome.job
+                if job is None or job is before:
+                    continue
+                if before is None:
+                    ops.append(InsertOne(_to_doc(key, job.model_copy(update={"version": 1}))))
+                else:
+                    new = job.model_copy(update={"version": before.version + 1})
+                    # upsert turns "someone else wrote first" into a duplicate-key error on this op.
+                    ops.append(ReplaceOne({"_id": key, "version": before.version}, _to_doc(key, new), upsert=True))
+                op_keys.append(key)
+            pending = await self._write(ops, op_keys)
+            if not pending:
+                return [o for o in outcomes if o is not None]
+            log.debug("version conflict on %d job(s), retrying", len(pending))
+        raise StoreConflict(f"{len(pending)} job(s) still conflicting after {self._max_attempts} attempts")
+
+    async def _write(self, ops: Sequence[InsertOne[Any] | ReplaceOne[Any]], keys: Sequence[str]) -> list[str]:
+        if not ops:
+            return []
+        try:
+            await self.jobs.bulk_write(list(ops), ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != _DUPLICATE_KEY for e in errors) or exc.details.get("writeConcernErrors"):
+                raise
+            return [keys[e["index"]] for e in errors]
+        return []
+
+    async def confirm(self, events: Sequence[tuple[str, str]], now: datetime) -> None:
+        """Record broker confirms; the version bump makes concurrent writers re-read the flag."""
+        if not events:
+            return
+        await self.jobs.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": key, "event.event_id": eid, "event.confirmed": False},
+                    {"$set": {"event.confirmed": True, "event.confirmed_at": now}, "$inc": {"version": 1}},
+                )
+                for key, eid in events
+            ],
+            ordered=False,
+        )
+
+    async def save_raw(self, bodies: Sequence[RawBody]) -> None:
+        if not bodies:
+            return
+        await self.raw.bulk_write([self._raw_op(b) for b in bodies], ordered=False)
+
+    def _raw_op(self, raw: RawBody) -> UpdateOne:
+        kept = len(raw.body) <= self._raw_max
+        return UpdateOne(
+            {"_id": raw.sha256},
+            {
+                "$setOnInsert": {
+                    "body": raw.body if kept else None,
+                    "truncated": not kept,
+                    "size": len(raw.body),
+                    "routing_key": raw.routing_key,
+                    "content_type": raw.content_type,
+                    "headers": raw.headers,
+                    "provider": raw.provider,
+                    "received_at": raw.received_at,
+                },
+                "$addToSet": {"task_ids": {"$each": list(raw.task_ids)}},
+                "$set": {"last_seen_at": raw.received_at},
+            },
+            upsert=True,
+        )
+
+    async def raw_bodies(self, query: dict[str, Any]) -> Iterable[dict[str, Any]]:
+        return [doc async for doc in self.raw.find(query).sort("received_at", 1)]
+
+
+def _to_doc(key: str, job: Job) -> dict[str, Any]:
+    doc = job.model_dump()
+    doc["_id"] = key
+    doc["status"] = job.status.value
+    doc["history"] = [{**h, "status": h["status"].value} for h in doc["history"]]
+    return doc
+
+
+def _from_doc(doc: dict[str, Any]) -> Job:
+    fields = {k: v for k, v in doc.items() if k != "_id"}
+    for name in ("created_at", "updated_at", "submitted_at", "started_at", "finished_at", "reported_at"):
+        if isinstance(fields.get(name), datetime):
+            fields[name] = _utc(fields[name])
+    return Job.model_validate(fields)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
