@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--task-id", help="sets the x-task-id header")
     send.add_argument("--content-type", help="the AMQP content_type (left unset by default)")
     send.set_defaults(func=_send)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of the outbound event")
+    schema.set_defaults(func=_schema)
     return parser
 
 
@@ -109,4 +112,17 @@ def _send(args: argparse.Namespace) -> int:
 
     asyncio.run(publish())
     print(f"sent {args.file} to {settings.inbound_exchange} with routing key {routing_key}")
+    return 0
+
+
+def event_schema_json() -> str:
+    import json
+
+    from schemas.event import JobEvent
+
+    return json.dumps(JobEvent.model_json_schema(mode="serialization"), indent=2, ensure_ascii=False) + "\n"
+
+
+def _schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(event_schema_json())
     return 0

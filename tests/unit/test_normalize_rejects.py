@@ -1,0 +1,109 @@
+"""Input the core must refuse: each ends as a Rejection with a clear reason, never an exception."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumer.errors import Rejection
+from consumer.normalize import Inbound, Limits, normalize
+from tests.conftest import fixture_bytes
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
+<Response><JobsDetail><JobId>&lol3;</JobId></JobsDetail></Response>"""
+XXE = b"""<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><Response>&x;</Response>"""
+
+
+def reason_of(body: bytes, routing_key: str = "", limits: Limits = Limits(), **headers: object) -> str:
+    with pytest.raises(Rejection) as err:
+        normalize(Inbound(body, routing_key, headers), limits=limits)
+    assert err.value.message
+    return err.value.reason
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", "malformed"),
+        (b"   ", "malformed"),
+        (b"hello", "malformed"),
+        (b"{not json", "malformed"),
+        (b"<Response><a></b></Response>", "malformed"),
+        (b"[]", "unknown-format"),
+        (b"{}", "unknown-format"),
+        (b'{"foo": 1}', "unknown-format"),
+        (b"<Whatever/>", "unknown-format"),
+        (b"\xff\xfe\x00garbage", "undecodable"),
+        (BILLION_LAUGHS, "unsafe-xml"),
+        (XXE, "unsafe-xml"),
+    ],
+)
+def test_garbage(body: bytes, reason: str) -> None:
+    assert reason_of(body) == reason
+
+
+def test_too_large_is_refused_before_parsing() -> None:
+    assert reason_of(b"{" + b" " * 100 + b"}", limits=Limits(max_body_bytes=50)) == "too-large"
+
+
+def test_deep_nesting() -> None:
+    assert reason_of(b"[" * 200 + b"]" * 200, limits=Limits(max_depth=64)) == "too-deep"
+    assert reason_of(b"<a>" * 100 + b"</a>" * 100, limits=Limits(max_depth=64)) == "too-deep"
+
+
+def test_json_nesting_beyond_the_parser_limit_is_malformed_not_a_crash() -> None:
+    assert reason_of(b"[" * 5000 + b"]" * 5000) in ("malformed", "too-deep")
+
+
+def test_unknown_provider_header() -> None:
+    assert reason_of(b"{}", **{"x-provider": "acme"}) == "unknown-provider"
+
+
+def test_disabled_provider_is_unsupported() -> None:
+    body = fixture_bytes("seeds/tingwu_callback_completed.json")
+    with pytest.raises(Rejection) as err:
+        normalize(Inbound(body, "callback.tingwu"), enabled=("tencent-ci",))
+    assert (err.value.reason, err.value.provider) == ("unsupported-provider", "tingwu")
+
+
+def test_header_beats_routing_key() -> None:
+    body = fixture_bytes("seeds/tingwu_callback_completed.json")
+    with pytest.raises(Rejection) as err:
+        normalize(Inbound(body, "callback.tingwu", {"x-provider": "tencent-ci"}))
+    assert err.value.provider == "tencent-ci"
+
+
+def test_gbk_body_declared_in_content_type() -> None:
+    body = '{"Code":"0","Data":{"TaskId":"t","TaskStatus":"FAILED","ErrorMessage":"音频无效"}}'.encode("gbk")
+    result = normalize(Inbound(body, "callback.tingwu", {}, "application/json; charset=GBK"))
+    assert result.updates[0].error is not None
+    assert result.updates[0].error.message == "音频无效"
+
+
+def test_gbk_body_without_declaration_is_undecodable() -> None:
+    body = '{"Code":"0","Data":{"TaskId":"t","TaskStatus":"FAILED","ErrorMessage":"音频无效"}}'.encode("gbk")
+    assert reason_of(body, "callback.tingwu") == "undecodable"
+
+
+def test_gbk_xml_declaration() -> None:
+    body = '<?xml version="1.0" encoding="GBK"?><Response><Error>无效</Error></Response>'.encode("gbk")
+    assert reason_of(body) == "unknown-format"
+
+
+def test_utf8_bom_is_accepted() -> None:
+    body = b"\xef\xbb\xbf" + fixture_bytes("seeds/tingwu_callback_completed.json")
+    assert normalize(Inbound(body, "callback.tingwu")).updates[0].task_id
+
+
+def test_wrong_content_type_does_not_matter() -> None:
+    body = fixture_bytes("seeds/tingwu_callback_completed.json")
+    assert normalize(Inbound(body, "callback.tingwu", {}, "application/xml")).updates
+
+
+def test_rejection_messages_carry_no_signatures() -> None:
+    body = b'{"Code":"E","Message":"bad url http://h/x?OSSAccessKeyId=LTAI123&Signature=abc","RequestId":"r"}'
+    with pytest.raises(Rejection) as err:
+        normalize(Inbound(body, "callback.tingwu"))
+    assert "LTAI123" not in err.value.message
+    assert "abc" not in err.value.message

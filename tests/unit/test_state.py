@@ -1,0 +1,147 @@
+"""The pure state machine: dedup, one-way status, result merging, the terminal event."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from consumer.state import apply, event_id
+from schemas.event import JobEvent
+from schemas.job import JobError, JobStatus
+from tests.conftest import make_update
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+T1 = T0 + timedelta(seconds=1)
+T2 = T0 + timedelta(seconds=2)
+
+RUNNING = JobStatus.RUNNING
+COMPLETED = JobStatus.COMPLETED
+FAILED = JobStatus.FAILED
+
+
+def test_first_update_creates_the_job_with_one_history_entry() -> None:
+    outcome = apply(None, make_update(RUNNING, "ONGOING", task_key="k"), now=T0)
+    assert outcome.kind == "new"
+    assert outcome.changed
+    assert outcome.event is None
+    job = outcome.job
+    assert (job.status, job.provider_status, job.task_key) == (RUNNING, "ONGOING", "k")
+    assert [(h.status, h.provider_status, h.applied) for h in job.history] == [(RUNNING, "ONGOING", True)]
+    assert job.created_at == job.updated_at == T0
+
+
+def test_redelivery_changes_nothing_and_emits_nothing() -> None:
+    first = apply(None, make_update(RUNNING, "ONGOING"), now=T0).job
+    again = apply(first, make_update(RUNNING, "ONGOING"), now=T1)
+    assert again.kind == "duplicate"
+    assert not again.changed
+    assert again.job is first
+    assert again.event is None
+
+
+def test_completion_creates_one_event_with_deterministic_id() -> None:
+    running = apply(None, make_update(RUNNING, "ONGOING"), now=T0).job
+    done = apply(running, make_update(COMPLETED, "COMPLETED", results={"Transcription": "u"}), now=T1)
+    assert done.kind == "transition"
+    assert done.event is not None
+    assert done.event.event_id == event_id("tingwu", "t1", COMPLETED)
+    assert done.event.routing_key == "job.completed"
+    body = JobEvent.model_validate_json(done.event.body)
+    assert body.type == "job.completed"
+    assert body.occurred_at == T1
+    assert body.results == {"Transcription": "u"}
+    assert body.status is COMPLETED
+
+
+def test_event_id_differs_by_status_and_task() -> None:
+    ids = {
+        event_id("tingwu", "a", COMPLETED),
+        event_id("tingwu", "a", FAILED),
+        event_id("tingwu", "b", COMPLETED),
+        event_id("tencent-ci", "a", COMPLETED),
+    }
+    assert len(ids) == 4
+    assert event_id("tingwu", "a", COMPLETED) == event_id("tingwu", "a", COMPLETED)
+
+
+def test_late_ongoing_never_undoes_completed_but_is_recorded() -> None:
+    done = apply(None, make_update(COMPLETED, "COMPLETED", results={"A": "final"}), now=T0).job
+    late = apply(done, make_update(RUNNING, "ONGOING", results={"A": "partial", "B": "extra"}), now=T1)
+    assert late.kind == "late"
+    assert late.job.status is COMPLETED
+    assert late.job.results == {"A": "final", "B": "extra"}
+    assert [(h.provider_status, h.applied) for h in late.job.history] == [("COMPLETED", True), ("ONGOING", False)]
+    # the event stays the one from the completion (still pending until confirmed)
+    assert late.event is not None
+    assert late.event.event_id == event_id("tingwu", "t1", COMPLETED)
+
+
+def test_first_terminal_state_wins_and_conflict_is_history_only() -> None:
+    done = apply(None, make_update(COMPLETED, "COMPLETED"), now=T0).job
+    conflict = apply(done, make_update(FAILED, "FAILED", error=JobError(code="E", message="m")), now=T1)
+    assert conflict.kind == "conflict"
+    assert conflict.job.status is COMPLETED
+    assert conflict.job.error is None
+    assert conflict.job.history[-1].status is FAILED
+    assert conflict.job.history[-1].applied is False
+    assert conflict.job.event == done.event
+    # the same conflicting state again is a duplicate
+    assert apply(conflict.job, make_update(FAILED, "FAILED"), now=T2).kind == "duplicate"
+
+
+def test_progressive_partial_results_merge() -> None:
+    one = apply(None, make_update(RUNNING, "ONGOING", results={"Transcription": "t"}), now=T0).job
+    two = apply(one, make_update(RUNNING, "ONGOING", results={"AutoChapters": "c"}), now=T1)
+    assert two.kind == "merged"
+    assert two.job.results == {"Transcription": "t", "AutoChapters": "c"}
+    assert two.job.updated_at == T1
+    assert len(two.job.history) == 1
+
+
+def test_same_rank_new_state_moves_and_old_one_does_not_come_back() -> None:
+    running = apply(None, make_update(RUNNING, "ONGOING"), now=T0).job
+    paused = apply(running, make_update(JobStatus.PAUSED, "PAUSED"), now=T1)
+    assert paused.kind == "transition"
+    assert paused.job.status is JobStatus.PAUSED
+    again = apply(paused.job, make_update(RUNNING, "ONGOING"), now=T2)
+    assert again.job.status is JobStatus.PAUSED
+    assert again.kind == "duplicate"
+
+
+def test_queued_after_running_is_late() -> None:
+    running = apply(None, make_update(RUNNING, "Running", provider="tencent-ci"), now=T0).job
+    late = apply(running, make_update(JobStatus.QUEUED, "Submitted", provider="tencent-ci"), now=T1)
+    assert late.job.status is RUNNING
+    assert late.kind == "late"
+
+
+def test_failed_event_carries_the_error_and_routes_as_job_failed() -> None:
+    out = apply(None, make_update(FAILED, "FAILED", error=JobError(code="TSC.AudioFileLink", message="bad")), now=T0)
+    assert out.event is not None
+    assert out.event.routing_key == "job.failed"
+    body = json.loads(out.event.body)
+    assert body["error"] == {"code": "TSC.AudioFileLink", "message": "bad"}
+    assert body["type"] == "job.failed"
+
+
+def test_cancelled_publishes_job_failed() -> None:
+    out = apply(None, make_update(JobStatus.CANCELLED, "Cancel", provider="tencent-ci"), now=T0)
+    assert out.event is not None
+    assert out.event.routing_key == "job.failed"
+
+
+def test_confirmed_event_is_not_pending() -> None:
+    done = apply(None, make_update(COMPLETED), now=T0).job
+    assert done.event is not None
+    confirmed = done.model_copy(update={"event": done.event.model_copy(update={"confirmed": True})})
+    again = apply(confirmed, make_update(COMPLETED), now=T1)
+    assert again.event is None
+    assert again.kind == "duplicate"
+
+
+def test_fields_fill_in_but_are_not_overwritten() -> None:
+    first = apply(None, make_update(RUNNING, task_key=None, started_at=T0), now=T0).job
+    second = apply(first, make_update(COMPLETED, task_key="late-key", started_at=T1, finished_at=T2), now=T2).job
+    assert second.task_key == "late-key"
+    assert second.started_at == T0
+    assert second.finished_at == T2
