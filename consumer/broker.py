@@ -73,22 +73,23 @@ async def declare_topology(
     channel: AbstractChannel, settings: Settings, *, consume_channel: AbstractChannel | None = None
 ) -> Topology:
     """Declare every exchange and queue the service relies on; idempotent, safe on every start."""
-    durable = {"durable": True}
     dead_letter = await channel.declare_exchange(
-        settings.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, **durable
+        settings.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
     )
-    dead_letter_queue = await channel.declare_queue(settings.dead_letter_queue, **durable)
+    dead_letter_queue = await channel.declare_queue(settings.dead_letter_queue, durable=True)
     await dead_letter_queue.bind(dead_letter, routing_key="")
     inbound_exchange = await channel.declare_exchange(
-        settings.inbound_exchange, aio_pika.ExchangeType.TOPIC, **durable
+        settings.inbound_exchange, aio_pika.ExchangeType.TOPIC, durable=True
     )
-    events = await channel.declare_exchange(settings.events_exchange, aio_pika.ExchangeType.TOPIC, **durable)
+    events = await channel.declare_exchange(
+        settings.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
     if settings.events_queue:
-        events_queue = await channel.declare_queue(settings.events_queue, **durable)
+        events_queue = await channel.declare_queue(settings.events_queue, durable=True)
         await events_queue.bind(events, routing_key="#")
     # Declared on the consuming channel so that the queue object consumes there.
     inbound = await (consume_channel or channel).declare_queue(
-        settings.inbound_queue, arguments=inbound_queue_arguments(settings), **durable
+        settings.inbound_queue, arguments=inbound_queue_arguments(settings), durable=True
     )
     await inbound.bind(settings.inbound_exchange, routing_key="#")
     return Topology(inbound, inbound_exchange, dead_letter, dead_letter_queue, events)

@@ -8,10 +8,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from xml.parsers.expat import ExpatError
 
 import orjson
 import xmltodict
-from xml.parsers.expat import ExpatError
 
 from consumer.errors import Rejection
 
@@ -75,8 +75,8 @@ def _to_text(body: bytes, content_type: str | None) -> str:
     charset = None
     if content_type and (m := _CHARSET.search(content_type)):
         charset = m.group(1)
-    elif m := _XML_DECL_ENCODING.match(body):
-        charset = m.group(1).decode("ascii")
+    elif declared := _XML_DECL_ENCODING.match(body):
+        charset = declared.group(1).decode("ascii")
     charset = (charset or "utf-8").lower()
     if charset in ("gbk", "gb2312"):
         charset = "gb18030"  # the superset: what vendors label GBK is often GB18030

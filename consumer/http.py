@@ -33,7 +33,10 @@ async def serve(host: str, port: int, *, live: Check, ready: Check) -> asyncio.S
                 ctype, body = "text/plain; charset=utf-8", ("\n".join(problems) or "ok").encode() + b"\n"
             else:
                 status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
-            head = f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            head = (
+                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
             writer.write(head.encode("latin-1") + body)
             await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ValueError):

@@ -20,12 +20,20 @@ __all__ = [
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 MESSAGES = Counter("speechjobs_messages", "Inbound messages by provider and outcome", ["provider", "outcome"])
-DUPLICATES = Counter("speechjobs_duplicates", "Updates that changed nothing (vendor retries, redeliveries)", ["provider"])
+DUPLICATES = Counter(
+    "speechjobs_duplicates", "Updates that changed nothing (vendor retries, redeliveries)", ["provider"]
+)
 DEAD_LETTERS = Counter("speechjobs_dead_letters", "Messages dead-lettered, by reason", ["reason"])
 TRANSITIONS = Counter("speechjobs_job_transitions", "Job state transitions", ["provider", "status"])
 EVENTS = Counter("speechjobs_events_published", "Events confirmed by the broker", ["provider", "type"])
-PROCESSING_SECONDS = Histogram("speechjobs_processing_seconds", "Batch processing time per message", buckets=_FAST)
+PROCESSING_SECONDS = Histogram(
+    "speechjobs_processing_seconds", "Batch processing time per message", buckets=_FAST
+)
 DB_SECONDS = Histogram("speechjobs_db_seconds", "MongoDB write time per batch", buckets=_FAST)
-PUBLISH_SECONDS = Histogram("speechjobs_publish_seconds", "Event publish-to-confirm time per batch", buckets=_FAST)
-BATCH_SIZE = Histogram("speechjobs_batch_size", "Messages per batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+PUBLISH_SECONDS = Histogram(
+    "speechjobs_publish_seconds", "Event publish-to-confirm time per batch", buckets=_FAST
+)
+BATCH_SIZE = Histogram(
+    "speechjobs_batch_size", "Messages per batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+)
 IN_FLIGHT = Gauge("speechjobs_in_flight_messages", "Messages received and not yet settled")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import cast
 
 from consumer.adapters import REGISTRY
 from consumer.adapters._base import Context, Ignored
@@ -67,7 +66,9 @@ def normalize(
     except Rejection as exc:
         exc.provider = exc.provider or hinted
         raise
-    provider = hinted or _provider_from_cloudevent(decoded.cloudevent) or _provider_from_shape(decoded.document)
+    provider = (
+        hinted or _provider_from_cloudevent(decoded.cloudevent) or _provider_from_shape(decoded.document)
+    )
     if provider not in enabled:
         raise Rejection("unsupported-provider", f"provider {provider} is not enabled", provider=provider)
     channel = _channel(msg.routing_key, cloudevent=decoded.cloudevent is not None)
@@ -94,10 +95,10 @@ def _provider_hint(msg: Inbound) -> Provider | None:
     if named is not None:
         if named not in PROVIDERS:
             raise Rejection("unknown-provider", f"x-provider {named[:40]!r} is not a known provider")
-        return cast(Provider, named)
+        return named
     for segment in msg.routing_key.split(".")[1:]:
         if segment in PROVIDERS:
-            return cast(Provider, segment)
+            return segment
     return None
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeVar
 
 import aio_pika.exceptions
@@ -59,6 +60,7 @@ class _Item:
     rejection: Rejection | None = None
     failure: BaseException | None = None
     result: Result = "stored"
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
     transitions: list[str] = field(default_factory=list)
 
 
@@ -72,6 +74,7 @@ class Pipeline:
         self._health = health
         self._limits = Limits(max_body_bytes=settings.max_body_bytes, max_depth=settings.max_depth)
         self._exchange = settings.inbound_exchange
+        self._lease = timedelta(seconds=settings.publish_timeout_s * 3)
 
     async def process(self, batch: Sequence[AbstractIncomingMessage]) -> None:
         started = time.perf_counter()
@@ -81,16 +84,22 @@ class Pipeline:
         try:
             await self._store_and_publish(items)
         except PyMongoError:
-            if len(items) == 1:
-                raise
             # A write the database refuses for one message must not fail the others: go one by one.
             log.warning("batch write failed, retrying its %d messages one by one", len(items), exc_info=True)
             for item in items:
-                try:
-                    await self._store_and_publish([item])
-                except PyMongoError as exc:
-                    item.failure = exc
+                await self._isolated(item)
+        except Exception as exc:
+            log.exception("batch of %d failed", len(items))
+            for item in items:
+                item.failure = item.failure or exc
         await self._settle(items, started)
+
+    async def _isolated(self, item: _Item) -> None:
+        try:
+            await self._store_and_publish([item])
+        except Exception as exc:
+            log.exception("message %s failed", item.message.message_id)
+            item.failure = exc
 
     def _normalize(self, message: AbstractIncomingMessage, now: datetime) -> _Item:
         item = _Item(message, now)
@@ -105,14 +114,14 @@ class Pipeline:
         return item
 
     async def _store_and_publish(self, items: Sequence[_Item]) -> None:
-        updates: list[tuple[JobUpdate, datetime]] = []
+        updates: list[tuple[JobUpdate, datetime, str]] = []
         owners: list[_Item] = []
         raws: list[RawBody] = []
         for item in items:
             if item.normalized is None or item.failure is not None:
                 continue
             for update in item.normalized.updates:
-                updates.append((update, item.received_at))
+                updates.append((update, item.received_at, item.token))
                 owners.append(item)
             if item.normalized.updates:
                 raws.append(self._raw(item, item.normalized))
@@ -125,7 +134,7 @@ class Pipeline:
         events: dict[str, tuple[str, OutboundEvent]] = {}
         for item, outcome in zip(owners, outcomes, strict=True):
             self._account(item, outcome)
-            if outcome.event is not None:
+            if outcome.event is not None and self._owns(item, outcome):
                 job = outcome.job
                 events[outcome.event.event_id] = (
                     job_key(job.provider, job.task_id),
@@ -147,7 +156,22 @@ class Pipeline:
         for event in outbound:
             metrics.EVENTS.labels(event.provider, event.record.routing_key).inc()
 
-    async def _timed_store(self, updates: list[tuple[JobUpdate, datetime]]) -> list[Outcome]:
+    def _owns(self, item: _Item, outcome: Outcome) -> bool:
+        """Whether this message must (re)publish the job's unconfirmed event.
+
+        The delivery whose write created the event stays unacked until the event is confirmed, so a
+        fresh duplicate arriving meanwhile leaves publishing to it. A redelivery may be that very
+        message after a crash, and an old unconfirmed event means its owner is gone: both publish.
+        """
+        event = outcome.event
+        assert event is not None
+        return (
+            event.owner == item.token
+            or item.message.redelivered
+            or item.received_at - event.created_at > self._lease
+        )
+
+    async def _timed_store(self, updates: list[tuple[JobUpdate, datetime, str]]) -> list[Outcome]:
         started = time.perf_counter()
         try:
             return await self._store.apply(updates)
@@ -224,7 +248,9 @@ class Pipeline:
 
     def _log(self, item: _Item, elapsed: float) -> None:
         normalized = item.normalized
-        provider = normalized.provider if normalized else (item.rejection.provider if item.rejection else None)
+        provider = (
+            normalized.provider if normalized else (item.rejection.provider if item.rejection else None)
+        )
         extra = {
             "outcome": item.result,
             "message_id": item.message.message_id,
@@ -247,14 +273,15 @@ class Pipeline:
     async def _retry(self, component: str, call: Callable[[], Awaitable[T]]) -> T:
         """Retry transient failures forever with backoff; readiness reports the component as degraded."""
         transient = _transient_store_error if component == "mongodb" else _transient_broker_error
-        retrying = AsyncRetrying(
+        async for attempt in AsyncRetrying(
             retry=retry_if_exception(transient),
             wait=wait_exponential_jitter(initial=0.2, max=15, jitter=1),
             stop=stop_never,
             before_sleep=lambda state: self._degraded(component, state.outcome),
             reraise=True,
-        )
-        result = await retrying(call)
+        ):
+            with attempt:
+                result = await call()
         self._health.recovered(component)
         return result
 

@@ -57,7 +57,11 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         client = mongo_client(settings)
-        server = await serve("0.0.0.0", settings.http_port, live=self._live, ready=self._ready) if settings.http_port else None
+        server = (
+            await serve("0.0.0.0", settings.http_port, live=self._live, ready=self._ready)
+            if settings.http_port
+            else None
+        )
         self._store = store = MongoStore(
             client,
             settings.mongodb_database,
@@ -78,7 +82,9 @@ class Service:
             self._worker = asyncio.create_task(self._batches(pipeline), name="batches")
             tag = await broker.topology.inbound.consume(self._on_message, no_ack=False)
             self.health.consuming = True
-            log.info("consuming", extra={"queue": settings.inbound_queue, "providers": list(settings.providers)})
+            log.info(
+                "consuming", extra={"queue": settings.inbound_queue, "providers": list(settings.providers)}
+            )
             stop_wait = asyncio.create_task(stop.wait())
             await asyncio.wait({stop_wait, self._worker}, return_when=asyncio.FIRST_COMPLETED)
             stop_wait.cancel()
@@ -160,7 +166,9 @@ class Service:
         broker.connection.close_callbacks.add(lost)
         broker.connection.reconnect_callbacks.add(back)
 
-    async def _until_up(self, component: str, call: Any, error: type[BaseException], stop: asyncio.Event) -> Any:
+    async def _until_up(
+        self, component: str, call: Any, error: type[BaseException], stop: asyncio.Event
+    ) -> Any:
         async def attempt() -> Any:
             if stop.is_set():
                 return None
@@ -171,7 +179,9 @@ class Service:
             wait=wait_exponential_jitter(initial=0.5, max=15),
             stop=stop_never,
             before_sleep=lambda s: log.warning(
-                "%s not reachable yet: %s", component, type(s.outcome.exception()).__name__ if s.outcome else "?"
+                "%s not reachable yet: %s",
+                component,
+                type(s.outcome.exception()).__name__ if s.outcome else "?",
             ),
         )
         return await retrying(attempt)

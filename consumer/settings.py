@@ -34,13 +34,17 @@ class Settings(BaseSettings):
     )
 
     providers: Annotated[tuple[Provider, ...], NoDecode] = PROVIDERS
-    max_deliveries: int = Field(default=5, ge=1, description="Attempts before a failing message is dead-lettered")
+    max_deliveries: int = Field(
+        default=5, ge=1, description="Attempts before a failing message is dead-lettered"
+    )
     prefetch: int = Field(default=256, ge=1)
     batch_size: int = Field(default=128, ge=1)
     batch_linger_ms: float = Field(default=5.0, ge=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     max_depth: int = Field(default=64, ge=2)
-    raw_body_max_bytes: int = Field(default=262_144, ge=0, description="Larger bodies are kept as metadata only")
+    raw_body_max_bytes: int = Field(
+        default=262_144, ge=0, description="Larger bodies are kept as metadata only"
+    )
     raw_retention_days: float = Field(default=30, gt=0)
     publish_timeout_s: float = Field(default=10, gt=0)
     shutdown_grace_s: float = Field(default=20, gt=0)

@@ -38,7 +38,7 @@ def event_id(provider: str, task_id: str, status: JobStatus) -> str:
     return str(uuid.uuid5(_EVENT_NAMESPACE, f"{provider}\x1f{task_id}\x1f{status.value}"))
 
 
-def apply(current: Job | None, update: JobUpdate, *, now: datetime) -> Outcome:
+def apply(current: Job | None, update: JobUpdate, *, now: datetime, owner: str = "") -> Outcome:
     """Fold one update into a job.
 
     A state (status, provider_status) already in the history changes nothing; status only moves
@@ -53,10 +53,12 @@ def apply(current: Job | None, update: JobUpdate, *, now: datetime) -> Outcome:
         applied=True,
     )
     if current is None:
-        job = _with_event(_new_job(update, entry, now), now)
+        job = _with_event(_new_job(update, entry, now), now, owner)
         return Outcome(job, "new", True, _pending(job))
 
-    seen = any(h.status == update.status and h.provider_status == update.provider_status for h in current.history)
+    seen = any(
+        h.status == update.status and h.provider_status == update.provider_status for h in current.history
+    )
     forward = update.status.rank > current.status.rank or (
         update.status.rank == current.status.rank and not seen and not current.status.terminal
     )
@@ -72,7 +74,7 @@ def apply(current: Job | None, update: JobUpdate, *, now: datetime) -> Outcome:
                 **_filled(current, update),
             }
         )
-        job = _with_event(job, now)
+        job = _with_event(job, now, owner)
         kind: OutcomeKind = "transition"
     elif update.status.terminal and current.status.terminal and update.status != current.status:
         history = current.history if seen else (*current.history, entry.model_copy(update={"applied": False}))
@@ -124,7 +126,7 @@ def _filled(current: Job, update: JobUpdate) -> dict[str, object]:
     return filled
 
 
-def _with_event(job: Job, now: datetime) -> Job:
+def _with_event(job: Job, now: datetime, owner: str) -> Job:
     """Attach the terminal event the first time a job becomes terminal."""
     if not job.status.terminal or job.event is not None:
         return job
@@ -149,7 +151,13 @@ def _with_event(job: Job, now: datetime) -> Job:
         started_at=job.started_at,
         finished_at=job.finished_at,
     )
-    record = EventRecord(event_id=event.event_id, routing_key=event_type, body=event.model_dump_json())
+    record = EventRecord(
+        event_id=event.event_id,
+        routing_key=event_type,
+        body=event.model_dump_json(),
+        created_at=now,
+        owner=owner,
+    )
     return job.model_copy(update={"event": record})
 
 

@@ -41,7 +41,7 @@ class StoreConflict(RuntimeError):
 
 
 class JobStore(Protocol):
-    async def apply(self, updates: Sequence[tuple[JobUpdate, datetime]]) -> list[Outcome]: ...
+    async def apply(self, updates: Sequence[tuple[JobUpdate, datetime, str]]) -> list[Outcome]: ...
     async def confirm(self, events: Sequence[tuple[str, str]], now: datetime) -> None: ...
     async def save_raw(self, bodies: Sequence[RawBody]) -> None: ...
     async def ping(self) -> None: ...
@@ -90,10 +90,10 @@ class MongoStore:
     async def ping(self) -> None:
         await self.client.admin.command("ping")
 
-    async def apply(self, updates: Sequence[tuple[JobUpdate, datetime]]) -> list[Outcome]:
-        """Apply updates in order; updates of one job within the batch fold into a single write."""
+    async def apply(self, updates: Sequence[tuple[JobUpdate, datetime, str]]) -> list[Outcome]:
+        """Apply (update, received_at, owner) in order; one job's updates in a batch fold into one write."""
         groups: dict[str, list[int]] = {}
-        for index, (update, _) in enumerate(updates):
+        for index, (update, _, _) in enumerate(updates):
             groups.setdefault(job_key(update.provider, update.task_id), []).append(index)
         outcomes: list[Outcome | None] = [None] * len(updates)
         pending = list(groups)
@@ -106,8 +106,8 @@ class MongoStore:
                 before = _from_doc(doc) if doc is not None else None
                 job = before
                 for index in groups[key]:
-                    update, now = updates[index]
-                    outcome = apply(job, update, now=now)
+                    update, now, owner = updates[index]
+                    outcome = apply(job, update, now=now, owner=owner)
                     outcomes[index] = outcome
                     job = outcome.job
                 if job is None or job is before:
@@ -117,7 +117,9 @@ class MongoStore:
                 else:
                     new = job.model_copy(update={"version": before.version + 1})
                     # upsert turns "someone else wrote first" into a duplicate-key error on this op.
-                    ops.append(ReplaceOne({"_id": key, "version": before.version}, _to_doc(key, new), upsert=True))
+                    ops.append(
+                        ReplaceOne({"_id": key, "version": before.version}, _to_doc(key, new), upsert=True)
+                    )
                 op_keys.append(key)
             pending = await self._write(ops, op_keys)
             if not pending:

@@ -25,7 +25,7 @@ class JobEvent(BaseModel):
 
     event_id: str = Field(description="UUIDv5 of (provider, task_id, status): the same transition, same id")
     type: Literal["job.completed", "job.failed"]
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     occurred_at: AwareDatetime = Field(description="When speechjobs received the transition, UTC")
     provider: Provider
     task_id: str

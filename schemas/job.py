@@ -108,6 +108,8 @@ class EventRecord(_Frozen):
     event_id: str
     routing_key: str
     body: str = Field(description="The serialized JobEvent, published verbatim on every retry")
+    created_at: AwareDatetime
+    owner: str = Field(default="", description="The delivery whose write created the event")
     confirmed: bool = False
     confirmed_at: AwareDatetime | None = None
 

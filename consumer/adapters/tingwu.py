@@ -62,9 +62,16 @@ def normalize(document: Any, ctx: Context) -> Result:
 
 
 def _identity(data: TingwuData, ctx: Context) -> tuple[str, str | None, str, str]:
+    task_id: str | None
+    status: str | None
     if data.MeetingId or data.MeetingStatus:
         # v1 CreateMeetingTrans answers without a status: the meeting is NEW.
-        task_id, key, status, source = data.MeetingId, data.MeetingKey, data.MeetingStatus or "NEW", "v1-meeting"
+        task_id, key, status, source = (
+            data.MeetingId,
+            data.MeetingKey,
+            data.MeetingStatus or "NEW",
+            "v1-meeting",
+        )
     elif data.TransId or data.TransStatus:
         task_id, key, status, source = data.TransId, data.TransKey, data.TransStatus, "v1-file-trans"
     else:

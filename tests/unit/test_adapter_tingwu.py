@@ -22,7 +22,12 @@ def run(name: str, routing_key: str = "callback.tingwu", **headers: object) -> N
 
 def test_poll_ongoing_without_results() -> None:
     (u,) = run("seeds/tingwu_poll_ongoing.json", "poll.tingwu").updates
-    assert (u.provider, u.task_id, u.status, u.provider_status) == ("tingwu", SEED_TASK, JobStatus.RUNNING, "ONGOING")
+    assert (u.provider, u.task_id, u.status, u.provider_status) == (
+        "tingwu",
+        SEED_TASK,
+        JobStatus.RUNNING,
+        "ONGOING",
+    )
     assert (u.kind, u.source, u.task_key, u.error) == ("transcription", "tingwu.task", None, None)
     assert u.results == {}
     assert u.origin.channel == "poll"
@@ -35,13 +40,20 @@ def test_poll_ongoing_partial_results_are_unescaped() -> None:
     transcription = u.results["Transcription"]
     assert isinstance(transcription, str)
     assert "&amp;" not in transcription
-    assert transcription.endswith("?Expires=1698906034&OSSAcceLTAI4G4uXHLPwQHj6oX8****6oX8nt5S&Signature=********NJlqSEWJxfkMwjwsHCA%3D")
+    assert transcription.endswith(
+        "?Expires=1698906034&OSSAcceLTAI4G4uXHLPwQHj6oX8****6oX8nt5S&Signature=********NJlqSEWJxfkMwjwsHCA%3D"
+    )
 
 
 @pytest.mark.parametrize("name", ["seeds/tingwu_poll_completed.json", "seeds/tingwu_callback_completed.json"])
 def test_completed(name: str) -> None:
     (u,) = run(name).updates
-    assert (u.task_id, u.status, u.provider_status, u.error) == (SEED_TASK, JobStatus.COMPLETED, "COMPLETED", None)
+    assert (u.task_id, u.status, u.provider_status, u.error) == (
+        SEED_TASK,
+        JobStatus.COMPLETED,
+        "COMPLETED",
+        None,
+    )
     assert set(u.results) >= {"AutoChapters", "Transcription"}
     assert all("&amp;" not in str(v) for v in u.results.values())
 
@@ -54,7 +66,10 @@ def test_callback_completed_keeps_task_key() -> None:
 
 @pytest.mark.parametrize(
     ("name", "task_id"),
-    [("seeds/tingwu_poll_failed.json", "b76389677b1441fa82165cb1********"), ("seeds/tingwu_callback_failed.json", SEED_TASK)],
+    [
+        ("seeds/tingwu_poll_failed.json", "b76389677b1441fa82165cb1********"),
+        ("seeds/tingwu_callback_failed.json", SEED_TASK),
+    ],
 )
 def test_failed_carries_the_error(name: str, task_id: str) -> None:
     (u,) = run(name).updates
@@ -78,7 +93,12 @@ def test_console_ping_is_ignored_not_dead_lettered() -> None:
 
 def test_sample_completed_with_error_code_is_still_completed() -> None:
     (u,) = run("samples/tingwu_gettaskinfo_completed_1.json", "").updates
-    assert (u.task_id, u.status, u.task_key, u.error) == (SAMPLE_TASK, JobStatus.COMPLETED, "task_tingwu_123", None)
+    assert (u.task_id, u.status, u.task_key, u.error) == (
+        SAMPLE_TASK,
+        JobStatus.COMPLETED,
+        "task_tingwu_123",
+        None,
+    )
     assert set(u.results) == {
         "OutputMp3Path", "OutputMp4Path", "OutputThumbnailPath", "OutputSpectrumPath",
         "Transcription", "AutoChapters", "MeetingAssistance", "Summarization", "Translation",
@@ -92,23 +112,56 @@ def test_sample_completed_with_error_code_is_still_completed() -> None:
 
 def test_realtime_create_is_a_running_meeting() -> None:
     (u,) = run("samples/tingwu_createtask_realtime_ongoing_1.json", "").updates
-    assert (u.task_id, u.status, u.kind, u.task_key) == (SAMPLE_TASK, JobStatus.RUNNING, "meeting", "task_tingwu_123")
+    assert (u.task_id, u.status, u.kind, u.task_key) == (
+        SAMPLE_TASK,
+        JobStatus.RUNNING,
+        "meeting",
+        "task_tingwu_123",
+    )
     assert u.results == {}
 
 
 @pytest.mark.parametrize(
     ("name", "status", "provider_status", "kind", "key"),
     [
-        ("samples/tingwu_v1_createmeetingtrans_created_1.json", JobStatus.QUEUED, "NEW", "meeting", "meeting_123"),
-        ("samples/tingwu_v1_getmeetingtrans_completed_1.json", JobStatus.COMPLETED, "COMPLETED", "meeting", "meeting_123"),
-        ("samples/tingwu_v1_stopmeetingtrans_pre_complete_1.json", JobStatus.RUNNING, "PRE_COMPLETE", "meeting", "meeting_123"),
-        ("samples/tingwu_v1_getfiletrans_ongoing_1.json", JobStatus.RUNNING, "ONGOING", "transcription", "trans_123"),
+        (
+            "samples/tingwu_v1_createmeetingtrans_created_1.json",
+            JobStatus.QUEUED,
+            "NEW",
+            "meeting",
+            "meeting_123",
+        ),
+        (
+            "samples/tingwu_v1_getmeetingtrans_completed_1.json",
+            JobStatus.COMPLETED,
+            "COMPLETED",
+            "meeting",
+            "meeting_123",
+        ),
+        (
+            "samples/tingwu_v1_stopmeetingtrans_pre_complete_1.json",
+            JobStatus.RUNNING,
+            "PRE_COMPLETE",
+            "meeting",
+            "meeting_123",
+        ),
+        (
+            "samples/tingwu_v1_getfiletrans_ongoing_1.json",
+            JobStatus.RUNNING,
+            "ONGOING",
+            "transcription",
+            "trans_123",
+        ),
     ],
 )
 def test_v1_bodies(name: str, status: JobStatus, provider_status: str, kind: str, key: str) -> None:
     (u,) = run(name, "").updates
     assert (u.task_id, u.status, u.provider_status, u.kind, u.task_key) == (
-        "f7de74778d94422283534102dfc0****", status, provider_status, kind, key
+        "f7de74778d94422283534102dfc0****",
+        status,
+        provider_status,
+        kind,
+        key,
     )
     assert u.source in ("tingwu.v1-meeting", "tingwu.v1-file-trans")
 
@@ -129,7 +182,13 @@ def test_cloudevent_provider_found_from_source_without_hints() -> None:
 
 def test_cloudevent_data_base64() -> None:
     data = fixture_bytes("seeds/tingwu_callback_failed.json")
-    envelope = {"specversion": "1.0", "id": "1", "source": "acs.tingwu", "type": "t", "data_base64": base64.b64encode(data).decode()}
+    envelope = {
+        "specversion": "1.0",
+        "id": "1",
+        "source": "acs.tingwu",
+        "type": "t",
+        "data_base64": base64.b64encode(data).decode(),
+    }
     (u,) = normalize(Inbound(json.dumps(envelope).encode(), "mq.tingwu")).updates
     assert u.status is JobStatus.FAILED
     assert u.origin.envelope == "cloudevents"
@@ -144,7 +203,12 @@ def test_cloudevent_data_as_json_string() -> None:
 
 @pytest.mark.parametrize("prefix", ["cloudEvents:", "cloudEvents_"])
 def test_binary_mode_cloudevent(prefix: str) -> None:
-    headers = {f"{prefix}specversion": "1.0", f"{prefix}id": "x", f"{prefix}source": "acs.tingwu", f"{prefix}type": "t"}
+    headers = {
+        f"{prefix}specversion": "1.0",
+        f"{prefix}id": "x",
+        f"{prefix}source": "acs.tingwu",
+        f"{prefix}type": "t",
+    }
     result = normalize(Inbound(fixture_bytes("seeds/tingwu_callback_completed.json"), "", headers))
     assert result.provider == "tingwu"
     (u,) = result.updates

@@ -70,7 +70,10 @@ def test_late_ongoing_never_undoes_completed_but_is_recorded() -> None:
     assert late.kind == "late"
     assert late.job.status is COMPLETED
     assert late.job.results == {"A": "final", "B": "extra"}
-    assert [(h.provider_status, h.applied) for h in late.job.history] == [("COMPLETED", True), ("ONGOING", False)]
+    assert [(h.provider_status, h.applied) for h in late.job.history] == [
+        ("COMPLETED", True),
+        ("ONGOING", False),
+    ]
     # the event stays the one from the completion (still pending until confirmed)
     assert late.event is not None
     assert late.event.event_id == event_id("tingwu", "t1", COMPLETED)
@@ -116,7 +119,9 @@ def test_queued_after_running_is_late() -> None:
 
 
 def test_failed_event_carries_the_error_and_routes_as_job_failed() -> None:
-    out = apply(None, make_update(FAILED, "FAILED", error=JobError(code="TSC.AudioFileLink", message="bad")), now=T0)
+    out = apply(
+        None, make_update(FAILED, "FAILED", error=JobError(code="TSC.AudioFileLink", message="bad")), now=T0
+    )
     assert out.event is not None
     assert out.event.routing_key == "job.failed"
     body = json.loads(out.event.body)
@@ -141,7 +146,9 @@ def test_confirmed_event_is_not_pending() -> None:
 
 def test_fields_fill_in_but_are_not_overwritten() -> None:
     first = apply(None, make_update(RUNNING, task_key=None, started_at=T0), now=T0).job
-    second = apply(first, make_update(COMPLETED, task_key="late-key", started_at=T1, finished_at=T2), now=T2).job
+    second = apply(
+        first, make_update(COMPLETED, task_key="late-key", started_at=T1, finished_at=T2), now=T2
+    ).job
     assert second.task_key == "late-key"
     assert second.started_at == T0
     assert second.finished_at == T2
