@@ -49,6 +49,7 @@ class Service:
         self._buffer: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._store: MongoStore | None = None
+        self._closing = False
 
     async def run(self) -> int:
         settings = self.settings
@@ -94,6 +95,7 @@ class Service:
                 await broker.topology.inbound.cancel(tag)
             await self._drain(settings.shutdown_grace_s)
         finally:
+            self._closing = True
             if broker is not None:
                 with contextlib.suppress(Exception):
                     await broker.close()
@@ -157,6 +159,8 @@ class Service:
 
         def lost(*_: object) -> None:
             self.health.broker_connected = False
+            if self._closing:
+                return
             log.warning("broker connection lost, reconnecting")
 
         def back(*_: object) -> None:
