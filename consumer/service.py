@@ -6,11 +6,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from datetime import timedelta
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
-from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential_jitter
 
@@ -21,7 +19,7 @@ from consumer.http import serve
 from consumer.pipeline import Pipeline
 from consumer.publisher import Publisher
 from consumer.settings import Settings
-from consumer.store import MongoStore
+from consumer.store import JobStore, MongoStore, mongo_client
 
 __all__ = ["Service", "mongo_client"]
 
@@ -30,25 +28,15 @@ log = logging.getLogger("speechjobs.service")
 _STOP = None  # sentinel in the delivery buffer: finish the current batch, then return
 
 
-def mongo_client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
-    if settings.mongodb_url is None:
-        raise SystemExit("SPEECHJOBS_MONGODB_URL is not set (scripts/run-local starts a local one)")
-    return AsyncMongoClient(
-        settings.mongodb_url.get_secret_value(),
-        tz_aware=True,
-        appname="speechjobs",
-        serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
-        connectTimeoutMS=settings.mongodb_timeout_ms,
-    )
-
-
 class Service:
-    def __init__(self, settings: Settings) -> None:
+    """`speechjobs run`. The store is swappable (the benchmark runs the same service on an in-memory one)."""
+
+    def __init__(self, settings: Settings, *, store: JobStore | None = None) -> None:
         self.settings = settings
         self.health = Health()
         self._buffer: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self._store: MongoStore | None = None
+        self._store: JobStore | None = store
         self._closing = False
 
     async def run(self) -> int:
@@ -57,17 +45,11 @@ class Service:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        client = mongo_client(settings)
+        self._store = store = self._store or MongoStore.from_settings(settings)
         server = (
             await serve("0.0.0.0", settings.http_port, live=self._live, ready=self._ready)
             if settings.http_port
             else None
-        )
-        self._store = store = MongoStore(
-            client,
-            settings.mongodb_database,
-            raw_body_max_bytes=settings.raw_body_max_bytes,
-            raw_retention=timedelta(days=settings.raw_retention_days),
         )
         broker: Broker | None = None
         try:
@@ -99,7 +81,7 @@ class Service:
             if broker is not None:
                 with contextlib.suppress(Exception):
                     await broker.close()
-            await client.close()
+            await store.close()
             if server is not None:
                 server.close()
         log.info("stopped")

@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pymongo import AsyncMongoClient, IndexModel, InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
+from consumer.settings import Settings
 from consumer.state import Outcome, apply, job_key
 from schemas.job import Job, JobUpdate
 
-__all__ = ["JobStore", "MongoStore", "RawBody", "StoreConflict"]
+__all__ = ["JobStore", "MongoStore", "RawBody", "StoreConflict", "mongo_client"]
 
 log = logging.getLogger("speechjobs.store")
 
@@ -41,6 +42,8 @@ class StoreConflict(RuntimeError):
 
 
 class JobStore(Protocol):
+    async def setup(self) -> None: ...
+    async def close(self) -> None: ...
     async def apply(self, updates: Sequence[tuple[JobUpdate, datetime, str]]) -> list[Outcome]: ...
     async def confirm(self, events: Sequence[tuple[str, str]], now: datetime) -> None: ...
     async def save_raw(self, bodies: Sequence[RawBody]) -> None: ...
@@ -66,6 +69,18 @@ class MongoStore:
         self._raw_max = raw_body_max_bytes
         self._retention = raw_retention
         self._max_attempts = max_attempts
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MongoStore:
+        return cls(
+            mongo_client(settings),
+            settings.mongodb_database,
+            raw_body_max_bytes=settings.raw_body_max_bytes,
+            raw_retention=timedelta(days=settings.raw_retention_days),
+        )
+
+    async def close(self) -> None:
+        await self.client.close()
 
     async def setup(self) -> None:
         await self.jobs.create_indexes(
@@ -184,6 +199,18 @@ class MongoStore:
         return [doc async for doc in self.raw.find(query).sort("received_at", 1)]
 
 
+def mongo_client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
+    if settings.mongodb_url is None:
+        raise SystemExit("SPEECHJOBS_MONGODB_URL is not set (scripts/run-local starts a local one)")
+    return AsyncMongoClient(
+        settings.mongodb_url.get_secret_value(),
+        tz_aware=True,
+        appname="speechjobs",
+        serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
+        connectTimeoutMS=settings.mongodb_timeout_ms,
+    )
+
+
 def _to_doc(key: str, job: Job) -> dict[str, Any]:
     doc = job.model_dump()
     doc["_id"] = key
@@ -193,12 +220,5 @@ def _to_doc(key: str, job: Job) -> dict[str, Any]:
 
 
 def _from_doc(doc: dict[str, Any]) -> Job:
-    fields = {k: v for k, v in doc.items() if k != "_id"}
-    for name in ("created_at", "updated_at", "submitted_at", "started_at", "finished_at", "reported_at"):
-        if isinstance(fields.get(name), datetime):
-            fields[name] = _utc(fields[name])
-    return Job.model_validate(fields)
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    # The client is tz_aware, so dates come back as aware UTC datetimes.
+    return Job.model_validate({k: v for k, v in doc.items() if k != "_id"})
