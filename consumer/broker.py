@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,9 +60,11 @@ def inbound_queue_arguments(settings: Settings) -> dict[str, Any]:
 
 
 async def connect(settings: Settings, *, name: str = "speechjobs") -> Broker:
+    # Host and pid in the name let an operator (or a test) find this replica's connection.
     connection = await aio_pika.connect_robust(
         settings.amqp_url.get_secret_value(),
-        client_properties={"connection_name": name},
+        client_properties={"connection_name": f"{name} {socket.gethostname()} pid {os.getpid()}"},
+        reconnect_interval=1,
     )
     consume_channel = await connection.channel(publisher_confirms=False)
     await consume_channel.set_qos(prefetch_count=settings.prefetch)

@@ -14,7 +14,7 @@ from typing import Literal, TypeVar
 import aio_pika.exceptions
 import aiormq.exceptions
 from aio_pika.abc import AbstractIncomingMessage
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import ConnectionFailure
 from tenacity import AsyncRetrying, retry_if_exception, stop_never, wait_exponential_jitter
 
 from consumer import metrics
@@ -83,15 +83,14 @@ class Pipeline:
         metrics.BATCH_SIZE.observe(len(items))
         try:
             await self._store_and_publish(items)
-        except PyMongoError:
-            # A write the database refuses for one message must not fail the others: go one by one.
-            log.warning("batch write failed, retrying its %d messages one by one", len(items), exc_info=True)
-            for item in items:
-                await self._isolated(item)
-        except Exception as exc:
-            log.exception("batch of %d failed", len(items))
-            for item in items:
-                item.failure = item.failure or exc
+        except Exception as exc:  # transient faults are retried inside; this is one message's problem
+            if len(items) == 1:
+                log.exception("message %s failed", items[0].message.message_id)
+                items[0].failure = exc
+            else:
+                log.warning("batch failed, retrying its %d messages one by one", len(items), exc_info=True)
+                for item in items:
+                    await self._isolated(item)
         await self._settle(items, started)
 
     async def _isolated(self, item: _Item) -> None:
@@ -207,7 +206,7 @@ class Pipeline:
                 deliveries = _deliveries(message)
                 if deliveries < self._settings.max_deliveries:
                     item.result = "requeued"
-                    await message.nack(requeue=True)
+                    await _settle_one(message.nack(requeue=True))
                     continue
                 item.rejection = Rejection(
                     "processing-failed",
@@ -222,10 +221,10 @@ class Pipeline:
                 item.result = "duplicate"
         unsettled = [i for i in items if i.result != "requeued"]
         if unsettled and len(unsettled) == len(items):
-            await items[-1].message.ack(multiple=True)
+            await _settle_one(items[-1].message.ack(multiple=True))
         else:
             for item in unsettled:
-                await item.message.ack()
+                await _settle_one(item.message.ack())
         elapsed = time.perf_counter() - started
         for item in items:
             self._log(item, elapsed)
@@ -290,6 +289,14 @@ class Pipeline:
         reason = f"{component} unavailable: {type(exc).__name__}"
         if self._health.degrade(component, reason):
             log.warning("%s, retrying with backoff", reason)
+
+
+async def _settle_one(settle: Awaitable[None]) -> None:
+    try:
+        await settle
+    except (aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError, RuntimeError, ConnectionError):
+        # The channel went away with the connection: the broker redelivers, and redeliveries are idempotent.
+        log.warning("could not settle a message, the broker will redeliver it")
 
 
 def _deliveries(message: AbstractIncomingMessage) -> int:

@@ -12,6 +12,7 @@ import aio_pika
 from aio_pika.abc import AbstractExchange
 
 from consumer.errors import Rejection
+from consumer.redact import redact
 from schemas.job import EventRecord
 
 __all__ = ["DeadLetter", "OutboundEvent", "Publisher"]
@@ -77,9 +78,7 @@ class Publisher:
 
     async def dead_letter(self, letter: DeadLetter) -> None:
         rejection = letter.rejection
-        headers: dict[str, aio_pika.abc.FieldValue] = {
-            k: v for k, v in letter.headers.items() if isinstance(v, str | bytes | int | float | bool)
-        }
+        headers = _safe_headers(letter.headers)
         headers |= {
             REASON: rejection.reason,
             ERROR: rejection.message,
@@ -101,3 +100,21 @@ class Publisher:
         await self._dead_letter.publish(
             message, routing_key=letter.routing_key, mandatory=True, timeout=self._timeout
         )
+
+
+_SECRET_HEADERS = frozenset(
+    {"authorization", "x-ice-signature", "x-auth-token", "proxy-authorization", "cookie"}
+)
+
+
+def _safe_headers(headers: Mapping[str, object]) -> dict[str, aio_pika.abc.FieldValue]:
+    """The original headers, minus secrets: signature headers blanked, signed URLs redacted."""
+    safe: dict[str, aio_pika.abc.FieldValue] = {}
+    for key, value in headers.items():
+        if key.lower() in _SECRET_HEADERS:
+            safe[key] = "***"
+        elif isinstance(value, str):
+            safe[key] = redact(value)
+        elif isinstance(value, bytes | int | float | bool | dict | list | datetime) or value is None:
+            safe[key] = value
+    return safe

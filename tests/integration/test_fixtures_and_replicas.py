@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from consumer.errors import Rejection
 from consumer.normalize import Inbound, normalize
 from tests.conftest import FIXTURES
+from tests.integration.faults import tingwu_body
 from tests.integration.harness import Bus, Names, ServiceProcess
 
 DB = AsyncDatabase[dict[str, Any]]
@@ -52,13 +52,6 @@ async def test_every_fixture_is_stored_or_dead_lettered_none_lost(
         await asyncio.sleep(0.05)
     assert stored == expected_jobs
     assert await bus.queue_depth(names.inbound_queue) == 0
-
-
-def tingwu_body(task: int, status: str) -> bytes:
-    data: dict[str, object] = {"TaskId": f"task-{task:04d}", "TaskKey": f"key-{task}", "TaskStatus": status}
-    if status == "COMPLETED":
-        data["Result"] = {"Transcription": f"http://example.com/{task}.json?Expires=1&amp;Signature=s"}
-    return json.dumps({"Code": "0", "Data": data, "Message": "success", "RequestId": f"r-{task}"}).encode()
 
 
 async def test_two_replicas_on_one_queue_publish_one_event_per_transition(
