@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from xml.parsers import expat
 from xml.parsers.expat import ExpatError
 
 import orjson
@@ -61,7 +62,7 @@ def parse_document(body: bytes, content_type: str | None, *, max_depth: int) -> 
         document: Any = _parse_json(text)
         syntax = "json"
     elif head == "<":
-        document = _parse_xml(body, text)
+        document = _parse_xml(body, text, max_depth)
         syntax = "xml"
     elif not head:
         raise Rejection("malformed", "empty body")
@@ -95,17 +96,43 @@ def _parse_json(text: str) -> Any:
         raise Rejection("malformed", f"invalid JSON: {str(exc)[:120]}") from None
 
 
-def _parse_xml(body: bytes, text: str) -> Any:
+def _parse_xml(body: bytes, text: str, max_depth: int) -> Any:
     if _DTD.search(body):
         raise Rejection("unsafe-xml", "XML with a DTD or entity declaration is not accepted")
     # The declaration would make expat re-decode text we already decoded.
     text = re.sub(r"^\s*<\?xml[^>]*\?>", "", text, count=1)
     try:
+        if len(text) > _PRESCAN_ABOVE:
+            _xml_depth_prescan(text, max_depth)
         return xmltodict.parse(text, disable_entities=True)
     except ExpatError as exc:
         raise Rejection("malformed", f"invalid XML: {exc}") from None
     except ValueError as exc:  # xmltodict's refusal of entities
         raise Rejection("unsafe-xml", f"XML refused: {exc}") from None
+
+
+# A tree costs ~100 bytes per element; below this size even the deepest one stays a few MB.
+_PRESCAN_ABOVE = 32_768
+
+
+def _xml_depth_prescan(text: str, max_depth: int) -> None:
+    """Refuse deep nesting before xmltodict builds the tree, so memory stays bounded."""
+    depth = 0
+
+    def start(*_: object) -> None:
+        nonlocal depth
+        depth += 1
+        if depth > max_depth:
+            raise Rejection("too-deep", f"document nests deeper than {max_depth} levels")
+
+    def end(*_: object) -> None:
+        nonlocal depth
+        depth -= 1
+
+    parser = expat.ParserCreate()
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.Parse(text, True)
 
 
 def _check_depth(document: Any, max_depth: int) -> None:

@@ -282,3 +282,53 @@ async def test_no_secrets_in_logs_or_dead_letters(bus: Bus, names: Names, db: DB
         assert secret not in dumped, secret
     assert letters[0].headers["X-ICE-SIGNATURE"] == "***"
     assert "vendor-error" in [m.headers["x-speechjobs-reason"] for m in letters]
+
+
+async def test_hostile_stream_never_kills_the_consumer(bus: Bus, names: Names, db: DB) -> None:
+    from tests.integration.test_fixtures_and_replicas import all_fixtures
+
+    rng = random.Random(5)
+    fixtures = [p.read_bytes() for p in all_fixtures()]
+    bodies: list[bytes] = [
+        b"<!DOCTYPE x [<!ENTITY a 'a'>]><x>&a;</x>",
+        b"[" * 5000 + b"]" * 5000,
+        b"<a>" * 5000 + b"</a>" * 5000,
+        b"\xff\xfe" * 100,
+        '{"Code":"0","Data":{"TaskId":"gbk","TaskStatus":"完成"}}'.encode("gbk"),
+        b"x" * 2_000_000,
+    ]
+    for _ in range(300):
+        body = bytearray(rng.choice(fixtures))
+        for _ in range(rng.randint(1, 4)):
+            if body:
+                body[rng.randrange(len(body))] = rng.randrange(256)
+        bodies.append(bytes(body))
+    proc = ServiceProcess(names, SPEECHJOBS_MAX_BODY_BYTES="1048576")
+    await proc.start()
+    assert proc.proc is not None
+    try:
+        for index, body in enumerate(bodies):
+            await bus.publish(
+                body, rng.choice(["", "callback.tingwu", "callback.tencent-ci"]), message_id=str(index)
+            )
+
+        async def all_settled() -> bool:
+            return sum(1 for line in proc.log_lines() if "outcome" in line) >= len(bodies)
+
+        await wait_until(all_settled, 60, "every hostile message to be settled")
+        status, _ = await proc.http_get("/healthz")
+        assert status == 200
+        rss_kib = int(
+            next(line for line in open(f"/proc/{proc.proc.pid}/status") if line.startswith("VmRSS")).split()[
+                1
+            ]
+        )
+        assert rss_kib < 400_000, f"RSS {rss_kib} KiB"
+        outcomes = [line["outcome"] for line in proc.log_lines() if "outcome" in line]
+        assert len(outcomes) == len(bodies)
+        letters = await bus.queue_depth(names.dead_letter_queue)
+        assert letters == outcomes.count("dead-lettered")
+        assert await bus.queue_depth(names.inbound_queue) == 0
+        report("hostile", messages=len(bodies), dead_lettered=letters, rss_kib=rss_kib)
+    finally:
+        assert await proc.stop() == 0
