@@ -7,13 +7,12 @@ import json
 import random
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tests.integration.faults import PrivateMongo, close_connections_of, cpu_seconds, tingwu_body
+from tests.integration.faults import PrivateMongo, close_connections_of, cpu_seconds, rss_kib_of, tingwu_body
 from tests.integration.harness import Bus, Names, ServiceProcess
 
 DB = AsyncDatabase[dict[str, Any]]
@@ -318,8 +317,7 @@ async def test_hostile_stream_never_kills_the_consumer(bus: Bus, names: Names, d
         await wait_until(all_settled, 60, "every hostile message to be settled")
         status, _ = await proc.http_get("/healthz")
         assert status == 200
-        status_lines = Path(f"/proc/{proc.proc.pid}/status").read_text().splitlines()
-        rss_kib = int(next(line for line in status_lines if line.startswith("VmRSS")).split()[1])
+        rss_kib = rss_kib_of(proc.proc.pid)
         assert rss_kib < 400_000, f"RSS {rss_kib} KiB"
         outcomes = [line["outcome"] for line in proc.log_lines() if "outcome" in line]
         assert len(outcomes) == len(bodies)
