@@ -327,3 +327,32 @@ async def test_hostile_stream_never_kills_the_consumer(bus: Bus, names: Names, d
         report("hostile", messages=len(bodies), dead_lettered=letters, rss_kib=rss_kib)
     finally:
         assert await proc.stop() == 0
+
+
+async def test_crash_between_write_and_confirm_republishes_on_redelivery(
+    bus: Bus, names: Names, db: DB
+) -> None:
+    # Unroutable events keep the first process between its job write and the event's confirm.
+    first = ServiceProcess(names, SPEECHJOBS_EVENTS_QUEUE="")
+    await first.start()
+    await bus.publish(tingwu_body(7, "COMPLETED"), "callback.tingwu")
+
+    async def written() -> bool:
+        return await db.jobs.find_one({"event.confirmed": False}) is not None
+
+    await wait_until(written, 10, "the job write")
+    assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
+
+    second = ServiceProcess(names)  # declares the events queue: events are routable again
+    await second.start()
+    try:
+        events = await bus.drain(names.events_queue, expect=1, timeout=30, settle=1.0)
+        assert [e.routing_key for e in events] == ["job.completed"]
+        doc = await db.jobs.find_one({"_id": "tingwu:task-0007"})
+        assert doc is not None
+        assert doc["event"]["confirmed"] is True
+        assert len(doc["history"]) == 1
+        assert [line["outcome"] for line in second.log_lines() if "outcome" in line] == ["duplicate"]
+        assert await bus.queue_depth(names.inbound_queue) == 0
+    finally:
+        assert await second.stop() == 0
