@@ -13,7 +13,7 @@ from schemas.job import PROVIDERS
 
 def test_defaults_hold_no_credentials_but_the_local_broker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SPEECHJOBS_MONGODB_URL", raising=False)
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.mongodb_url is None
     assert settings.amqp_url.get_secret_value() == "amqp://guest:guest@127.0.0.1:5672/"
     assert "guest" not in repr(settings)
