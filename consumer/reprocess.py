@@ -1,0 +1,173 @@
+"""Reprocess stored raw bodies after a parser fix, through the same dedup and state rules as the service."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from consumer.broker import connect
+from consumer.errors import Rejection
+from consumer.normalize import Inbound, Limits, header_text, normalize
+from consumer.publisher import OutboundEvent, Publisher
+from consumer.settings import Settings
+from consumer.state import Outcome, apply, job_key
+from consumer.store import MongoStore
+from schemas.job import Job, JobUpdate
+
+__all__ = ["ReprocessReport", "raw_query", "reprocess"]
+
+
+@dataclass(slots=True)
+class ReprocessReport:
+    bodies: int = 0
+    updates: int = 0
+    transitions: int = 0
+    events: int = 0
+    rejected: int = 0
+    ignored: int = 0
+    not_kept: int = 0
+
+
+def raw_query(*, provider: str | None, since: datetime | None, task_id: str | None) -> dict[str, Any]:
+    query: dict[str, Any] = {}
+    if provider is not None:
+        query["provider"] = provider
+    if since is not None:
+        query["received_at"] = {"$gte": since}
+    if task_id is not None:
+        query["task_ids"] = task_id
+    return query
+
+
+async def reprocess(
+    settings: Settings,
+    *,
+    provider: str | None = None,
+    since: datetime | None = None,
+    task_id: str | None = None,
+    dry_run: bool = False,
+    say: Callable[[str], None] = lambda line: None,
+) -> ReprocessReport:
+    """Re-normalize stored raw bodies, oldest first, through the same state rules as the service."""
+    store = MongoStore.from_settings(settings)
+    broker = None
+    try:
+        publisher = None
+        if not dry_run:
+            broker = await connect(settings, name="speechjobs-reprocess")
+            publisher = Publisher(
+                broker.topology.events, broker.topology.dead_letter, timeout=settings.publish_timeout_s
+            )
+        run = _Reprocess(settings, store, publisher, say)
+        cursor = store.raw.find(raw_query(provider=provider, since=since, task_id=task_id))
+        async for doc in cursor.sort("received_at", 1):
+            await run.body(doc)
+        return run.report
+    finally:
+        if broker is not None:
+            await broker.close()
+        await store.close()
+
+
+class _Reprocess:
+    """One pass; without a publisher it is a dry run that folds updates into an in-memory copy."""
+
+    def __init__(
+        self, settings: Settings, store: MongoStore, publisher: Publisher | None, say: Callable[[str], None]
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._publisher = publisher
+        self._say = say
+        self._limits = Limits(max_body_bytes=settings.max_body_bytes, max_depth=settings.max_depth)
+        self._lease = timedelta(seconds=settings.publish_timeout_s * 3)
+        self._simulated: dict[str, Job | None] = {}
+        self.report = ReprocessReport()
+
+    async def body(self, doc: Mapping[str, Any]) -> None:
+        report = self.report
+        report.bodies += 1
+        name = f"{str(doc['_id'])[:12]} ({doc.get('provider')})"
+        if doc.get("body") is None:
+            report.not_kept += 1
+            self._say(f"{name}: body over the size cap was not kept, skipped")
+            return
+        headers = doc.get("headers") or {}
+        inbound = Inbound(bytes(doc["body"]), doc.get("routing_key") or "", headers, doc.get("content_type"))
+        try:
+            normalized = normalize(inbound, enabled=self._settings.providers, limits=self._limits)
+        except Rejection as exc:
+            report.rejected += 1
+            self._say(f"{name}: rejected: {exc.reason}: {exc.message}")
+            return
+        if normalized.ignored:
+            report.ignored += 1
+            return
+        token = uuid.uuid4().hex
+        now: datetime = doc["received_at"]  # the client is tz_aware
+        updates = [(update, now, token) for update in normalized.updates]
+        keys = list(dict.fromkeys(job_key(u.provider, u.task_id) for u in normalized.updates))
+        before = await self._statuses(keys)
+        if self._publisher is None:
+            outcomes = self._simulate(updates)
+        else:
+            outcomes = await self._store.apply(updates)
+        # Per job: its last changed outcome and, for a new transition, the one event it owes.
+        changed: dict[str, Outcome] = {}
+        events: dict[str, OutboundEvent] = {}
+        for outcome in outcomes:
+            job = outcome.job
+            key = job_key(job.provider, job.task_id)
+            if outcome.changed:
+                report.updates += 1
+                changed[key] = outcome
+            if outcome.kind in ("new", "transition"):
+                report.transitions += 1
+            # New transitions, and events whose owner died before the confirm (older than the lease).
+            if outcome.event is not None and (
+                outcome.event.owner == token or now - outcome.event.created_at > self._lease
+            ):
+                traceparent = header_text(headers, "traceparent")
+                events[key] = OutboundEvent(outcome.event, job.provider, job.kind, traceparent)
+        verb = "would update" if self._publisher is None else "updated"
+        for key, outcome in changed.items():
+            event = f" (event {events[key].record.routing_key})" if key in events else ""
+            self._say(f"{verb} {key}: {before.get(key) or 'new'} -> {outcome.job.status.value}{event}")
+        await self._publish(events)
+
+    async def _statuses(self, keys: list[str]) -> dict[str, str]:
+        if self._publisher is None:
+            await self._load(keys)
+            return {k: job.status.value for k in keys if (job := self._simulated[k]) is not None}
+        cursor = self._store.jobs.find({"_id": {"$in": keys}}, {"status": 1})
+        return {doc["_id"]: doc["status"] async for doc in cursor}
+
+    async def _load(self, keys: list[str]) -> None:
+        missing = [k for k in keys if k not in self._simulated]
+        found = {doc["_id"]: doc async for doc in self._store.jobs.find({"_id": {"$in": missing}})}
+        for key in missing:
+            doc = found.get(key)
+            self._simulated[key] = (
+                Job.model_validate({k: v for k, v in doc.items() if k != "_id"}) if doc else None
+            )
+
+    def _simulate(self, updates: list[tuple[JobUpdate, datetime, str]]) -> list[Outcome]:
+        outcomes = []
+        for update, now, owner in updates:
+            key = job_key(update.provider, update.task_id)
+            outcome = apply(self._simulated[key], update, now=now, owner=owner)
+            self._simulated[key] = outcome.job
+            outcomes.append(outcome)
+        return outcomes
+
+    async def _publish(self, events: dict[str, OutboundEvent]) -> None:
+        if not events:
+            return
+        if self._publisher is not None:
+            await self._publisher.publish_events(list(events.values()))
+            confirmed = [(key, event.record.event_id) for key, event in events.items()]
+            await self._store.confirm(confirmed, datetime.now(UTC))
+        self.report.events += len(events)
