@@ -1,0 +1,178 @@
+{{/*
+The chart name, overridable with nameOverride.
+*/}}
+{{- define "speechjobs.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The resource name prefix: fullnameOverride, or the release name plus the chart name unless the release
+name already contains it. Kept to 63 characters (DNS label).
+*/}}
+{{- define "speechjobs.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "speechjobs.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels that every resource carries.
+*/}}
+{{- define "speechjobs.labels" -}}
+helm.sh/chart: {{ include "speechjobs.chart" . }}
+{{ include "speechjobs.instanceLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: speechjobs
+{{- end }}
+
+{{/*
+The labels of every pod of the release: the consumer's and the replay Job's.
+*/}}
+{{- define "speechjobs.instanceLabels" -}}
+app.kubernetes.io/name: {{ include "speechjobs.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The consumer pods' selector: the component label keeps the replay Job's pod out of the Service, the PDB
+and the autoscalers.
+*/}}
+{{- define "speechjobs.selectorLabels" -}}
+{{ include "speechjobs.instanceLabels" . }}
+app.kubernetes.io/component: consumer
+{{- end }}
+
+{{- define "speechjobs.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "speechjobs.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "speechjobs.secretName" -}}
+{{- default (include "speechjobs.fullname" .) .Values.existingSecret.name }}
+{{- end }}
+
+{{/*
+The replay Job's name carries the release revision: Jobs are immutable, so each upgrade with
+dlqReplay.enabled creates a new one (and Helm deletes the previous one).
+*/}}
+{{- define "speechjobs.dlqReplayJobName" -}}
+{{- printf "%s-dlq-replay-%d" (include "speechjobs.fullname" . | trunc 45 | trimSuffix "-") (int .Release.Revision) }}
+{{- end }}
+
+{{- define "speechjobs.image" -}}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion -}}
+{{- if .Values.image.digest }}
+{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/*
+Seconds Kubernetes waits after SIGTERM before SIGKILL: the service's own grace period, rounded up, plus
+10 s for closing the broker and database connections.
+*/}}
+{{- define "speechjobs.terminationGracePeriodSeconds" -}}
+{{- add (ceil .Values.config.shutdownGraceSeconds | int) 10 }}
+{{- end }}
+
+{{/*
+Checks across values that the schema cannot express.
+*/}}
+{{- define "speechjobs.validate" -}}
+{{- if and .Values.autoscaling.enabled .Values.keda.enabled }}
+{{- fail "autoscaling.enabled and keda.enabled are exclusive: KEDA creates its own HorizontalPodAutoscaler" }}
+{{- end }}
+{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
+{{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
+{{- end }}
+{{- if and .Values.keda.enabled (gt (int .Values.keda.minReplicaCount) (int .Values.keda.maxReplicaCount)) }}
+{{- fail "keda.minReplicaCount must not exceed keda.maxReplicaCount" }}
+{{- end }}
+{{- $pdb := .Values.podDisruptionBudget }}
+{{- if and $pdb.enabled (kindIs "invalid" $pdb.minAvailable) (kindIs "invalid" $pdb.maxUnavailable) }}
+{{- fail "podDisruptionBudget needs minAvailable or maxUnavailable" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Environment shared by the consumer and the replay Job: the connection URLs from the existing Secret, then
+extraEnv. The non-secret settings come from the ConfigMap through envFrom.
+*/}}
+{{- define "speechjobs.env" -}}
+- name: SPEECHJOBS_AMQP_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "speechjobs.secretName" . }}
+      key: {{ .Values.existingSecret.amqpUrlKey }}
+- name: SPEECHJOBS_MONGODB_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "speechjobs.secretName" . }}
+      key: {{ .Values.existingSecret.mongodbUrlKey }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod-level settings shared by the consumer and the replay Job.
+*/}}
+{{- define "speechjobs.podCommon" -}}
+serviceAccountName: {{ include "speechjobs.serviceAccountName" . }}
+automountServiceAccountToken: {{ .Values.serviceAccount.automountServiceAccountToken }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.podSecurityContext }}
+securityContext:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Volumes shared by the consumer and the replay Job: a writable /tmp on a read-only root filesystem.
+*/}}
+{{- define "speechjobs.volumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "speechjobs.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}

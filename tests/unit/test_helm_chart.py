@@ -1,0 +1,581 @@
+"""The Helm chart in helm/speechjobs: values against the strict schema, lint with the real Helm library
+(helm-sdkpy), and the rendered manifests (helm-python-sdk, the Python binding that can render offline).
+
+Both Helm bindings are Go libraries loaded through ctypes/cffi; the tests that need one are skipped, with
+the install command as the reason, when it is not installed. The schema tests always run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from consumer.settings import Settings
+
+CHART = Path(__file__).resolve().parents[2] / "helm" / "speechjobs"
+VALUES: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
+SCHEMA: dict[str, Any] = json.loads((CHART / "values.schema.json").read_text())
+CHART_META: dict[str, Any] = yaml.safe_load((CHART / "Chart.yaml").read_text())
+
+ERROR, WARNING = 3, 2  # Helm's lint severities (1 is info, e.g. "icon is recommended")
+
+# Everything optional enabled and most settings changed. KEDA and the HPA are exclusive, so the HPA gets
+# its own override below.
+EVERYTHING: dict[str, Any] = yaml.safe_load(
+    """
+replicaCount: 3
+image:
+  repository: registry.example.com/platform/speechjobs
+  tag: "0.2.0"
+  digest: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+  pullPolicy: Always
+imagePullSecrets: [{name: regcred}]
+fullnameOverride: sj
+existingSecret: {name: speechjobs-credentials, amqpUrlKey: amqp, mongodbUrlKey: mongo}
+config:
+  providers: [tingwu, aliyun-ice]
+  inboundQueue: jobs.inbound
+  queueType: classic
+  eventsQueue: ""
+  batchLingerMs: 2.5
+  maxBodyBytes: 2097152
+  rawRetentionDays: 0.5
+  shutdownGraceSeconds: 45.5
+  httpPort: 9090
+  logFormat: text
+  logLevel: DEBUG
+extraEnv: [{name: TZ, value: UTC}]
+extraVolumes: [{name: tls, secret: {secretName: speechjobs-tls}}]
+extraVolumeMounts: [{name: tls, mountPath: /etc/speechjobs/tls, readOnly: true}]
+serviceAccount: {name: speechjobs-sa, annotations: {iam.example.com/role: speechjobs}}
+podAnnotations: {example.com/team: platform}
+podLabels: {team: platform}
+priorityClassName: high
+nodeSelector: {kubernetes.io/os: linux}
+tolerations: [{key: dedicated, operator: Equal, value: queue-workers, effect: NoSchedule}]
+affinity:
+  podAntiAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector: {matchLabels: {app.kubernetes.io/name: speechjobs}}
+topologySpreadConstraints:
+  - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule}
+  - maxSkew: 2
+    topologyKey: kubernetes.io/hostname
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector: {matchLabels: {team: platform}}
+service: {port: 9100}
+serviceMonitor: {enabled: true, interval: 15s, labels: {release: prometheus}}
+podDisruptionBudget: {minAvailable: 1}
+keda:
+  enabled: true
+  minReplicaCount: 0
+  maxReplicaCount: 20
+  queueLength: 1000
+  activationQueueLength: 5
+  vhostName: speech
+  behavior: {scaleDown: {stabilizationWindowSeconds: 120}}
+networkPolicy:
+  enabled: true
+  metricsFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]
+  rabbitmq: {ports: [5671], to: [{podSelector: {matchLabels: {app.kubernetes.io/name: rabbitmq}}}]}
+  mongodb: {to: [{ipBlock: {cidr: 10.20.0.0/16}}]}
+  dns: {to: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}}]}
+dlqReplay:
+  enabled: true
+  provider: tingwu
+  reason: processing-failed
+  limit: 100
+  since: 2h
+  rate: 20
+  dryRun: true
+  extraArgs: [--id, 6f1c]
+  activeDeadlineSeconds: 3600
+"""
+)
+HPA: dict[str, Any] = {
+    "autoscaling": {"enabled": True, "minReplicas": 3, "targetMemoryUtilizationPercentage": 80}
+}
+
+
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Helm's coalescing: maps merge key by key, anything else (lists included) is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+# --- values.yaml and values.schema.json (no Helm needed) -------------------------------------------------
+
+
+def test_schema_is_draft07_and_values_yaml_conforms() -> None:
+    jsonschema.Draft7Validator.check_schema(SCHEMA)
+    assert SCHEMA["$schema"] == "http://json-schema.org/draft-07/schema#"
+    jsonschema.validate(VALUES, SCHEMA, cls=jsonschema.Draft7Validator)
+
+
+@pytest.mark.parametrize("override", [EVERYTHING, HPA], ids=["everything", "hpa"])
+def test_non_default_values_conform(override: dict[str, Any]) -> None:
+    jsonschema.validate(merged(VALUES, override), SCHEMA, cls=jsonschema.Draft7Validator)
+
+
+def _objects(node: Any, path: str = "#") -> Iterator[tuple[str, dict[str, Any]]]:
+    if isinstance(node, dict):
+        if node.get("type") == "object" or "properties" in node:
+            yield path, node
+        for key, child in node.items():
+            yield from _objects(child, f"{path}/{key}")
+    elif isinstance(node, list):
+        for i, child in enumerate(node):
+            yield from _objects(child, f"{path}/{i}")
+
+
+def test_schema_is_strict() -> None:
+    """Every object with declared properties refuses others; the open ones are Kubernetes pass-throughs
+    (free-form maps, or objects such as a labelSelector whose shape the API server checks)."""
+    loose = [
+        path
+        for path, node in _objects(SCHEMA)
+        if "properties" in node and node.get("additionalProperties") is not False
+    ]
+    assert loose == []
+    open_objects = {
+        path.rsplit("/", 1)[-1]
+        for path, node in _objects(SCHEMA)
+        if "properties" not in node and "additionalProperties" not in node
+    }
+    assert open_objects <= {"global", "k8sObject", "items"}, open_objects
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"replicas": 2}, "Additional properties are not allowed ('replicas' was unexpected)"),
+        ({"config": {"prefetchCount": 10}}, "'prefetchCount' was unexpected"),
+        ({"image": {"name": "speechjobs"}}, "'name' was unexpected"),
+        ({"keda": {"trigger": {}}}, "'trigger' was unexpected"),
+        ({"securityContext": {"runAsRoot": True}}, "'runAsRoot' was unexpected"),
+        ({"replicaCount": "2"}, "'2' is not of type 'integer'"),
+        ({"config": {"prefetch": 1.5}}, "1.5 is not of type 'integer'"),
+        ({"config": {"providers": "tingwu"}}, "'tingwu' is not of type 'array'"),
+        ({"dlqReplay": {"enabled": "yes"}}, "'yes' is not of type 'boolean'"),
+        ({"config": {"queueType": "lazy"}}, "'lazy' is not one of ['quorum', 'classic']"),
+        ({"config": {"logFormat": "xml"}}, "'xml' is not one of ['json', 'text']"),
+        ({"config": {"providers": ["azure"]}}, "'azure' is not one of"),
+        ({"dlqReplay": {"provider": "azure"}}, "'azure' is not one of"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "'Sometimes' is not one of"),
+        ({"config": {"maxDeliveries": 0}}, "0 is less than the minimum of 1"),
+        ({"config": {"shutdownGraceSeconds": 0}}, "0 is less than or equal to the minimum of 0"),
+        ({"config": {"httpPort": 70000}}, "70000 is greater than the maximum of 65535"),
+        ({"existingSecret": {"amqpUrlKey": ""}}, "should be non-empty"),
+        ({"serviceMonitor": {"interval": "often"}}, "'often' does not match"),
+        ({"podDisruptionBudget": {"maxUnavailable": "half"}}, "'half' does not match"),
+    ],
+)
+def test_schema_rejects(override: dict[str, Any], message: str) -> None:
+    with pytest.raises(jsonschema.ValidationError) as caught:
+        jsonschema.validate(merged(VALUES, override), SCHEMA, cls=jsonschema.Draft7Validator)
+    assert message in caught.value.message
+
+
+def test_every_value_is_commented() -> None:
+    """Each key in values.yaml has a comment right above it, unless an ancestor's `# --` comment
+    documents the whole object (resources, security contexts)."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    documented_whole: list[tuple[int, bool]] = []  # (indent, described as a whole) of the open keys
+    bare: list[str] = []
+    previous = ""
+    for line in lines:
+        key = re.match(r"^( *)([A-Za-z][\w.-]*):", line)
+        if key:
+            indent = len(key[1])
+            documented_whole = [(i, whole) for i, whole in documented_whole if i < indent]
+            if not any(whole for _, whole in documented_whole) and not previous.startswith("#"):
+                bare.append(line)
+            documented_whole.append((indent, previous.startswith("# --")))
+        if line.strip():
+            previous = line.strip()
+    assert bare == []
+
+
+# --- helm-sdkpy: lint ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def helm_sdkpy() -> Any:
+    return pytest.importorskip(
+        "helm_sdkpy",
+        reason="helm-sdkpy is not installed: .venv/bin/pip install --ignore-requires-python helm-sdkpy",
+    )
+
+
+async def lint(helm_sdkpy: Any, chart: Path) -> dict[str, Any]:
+    result: dict[str, Any] = await helm_sdkpy.Lint(helm_sdkpy.Configuration()).run(str(chart))
+    return result
+
+
+def chart_with_values(tmp_path: Path, values: dict[str, Any]) -> Path:
+    """A copy of the chart whose values.yaml is `values`: helm-sdkpy's Lint takes no values file."""
+    chart = tmp_path / CHART.name
+    shutil.copytree(CHART, chart)
+    (chart / "values.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    return chart
+
+
+def problems(result: dict[str, Any]) -> list[dict[str, Any]]:
+    # helm-sdkpy serializes each message's Go error as {}: the severity and the path are what is left.
+    return [m for m in result["Messages"] if m["Severity"] >= WARNING]
+
+
+async def test_lint_with_default_values(helm_sdkpy: Any) -> None:
+    result = await lint(helm_sdkpy, CHART)
+    assert result["TotalChartsLinted"] == 1
+    assert problems(result) == [], result
+    assert not result["Errors"], result
+
+
+@pytest.mark.parametrize("override", [EVERYTHING, HPA], ids=["everything", "hpa"])
+async def test_lint_with_non_default_values(
+    helm_sdkpy: Any, tmp_path: Path, override: dict[str, Any]
+) -> None:
+    result = await lint(helm_sdkpy, chart_with_values(tmp_path, merged(VALUES, override)))
+    assert problems(result) == [], result
+    assert not result["Errors"], result
+
+
+@pytest.mark.parametrize(
+    "override",
+    [{"bogus": True}, {"config": {"queueType": "lazy"}}, {"config": {"prefetch": "many"}}],
+    ids=["unknown-key", "bad-enum", "wrong-type"],
+)
+async def test_lint_enforces_the_schema(helm_sdkpy: Any, tmp_path: Path, override: dict[str, Any]) -> None:
+    result = await lint(helm_sdkpy, chart_with_values(tmp_path, merged(VALUES, override)))
+    assert {"Severity": ERROR, "Path": "values.yaml"} in [
+        {"Severity": m["Severity"], "Path": m["Path"]} for m in result["Messages"]
+    ], result
+
+
+# --- helm-python-sdk: render -------------------------------------------------------------------------
+
+Manifests = dict[tuple[str, str], dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def helm_python() -> Any:
+    return pytest.importorskip(
+        "helm_python",
+        reason="helm-python-sdk (offline rendering; helm-sdkpy cannot render) is not installed: "
+        ".venv/bin/pip install helm-python-sdk",
+    )
+
+
+def render(helm_python: Any, values: dict[str, Any] | None = None, **release: Any) -> Manifests:
+    """Render like `helm template prod helm/speechjobs -n speech`, keyed by (kind, name)."""
+    options = {"name": "prod", "namespace": "speech", "revision": 1, "is_install": True} | release
+    files: dict[str, str] = helm_python.Chart.load(CHART).render(values, **options)
+    manifests: Manifests = {}
+    for path, text in files.items():
+        if path.endswith(".yaml"):
+            for doc in yaml.safe_load_all(text):
+                if doc:
+                    manifests[doc["kind"], doc["metadata"]["name"]] = doc
+    return manifests
+
+
+@pytest.fixture(scope="module")
+def default(helm_python: Any) -> Manifests:
+    return render(helm_python)
+
+
+@pytest.fixture(scope="module")
+def everything(helm_python: Any) -> Manifests:
+    return render(helm_python, EVERYTHING, revision=7, is_install=False, is_upgrade=True)
+
+
+def container(manifests: Manifests, kind: str, name: str) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = manifests[kind, name]["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def secret_refs(c: dict[str, Any]) -> dict[str, dict[str, str]]:
+    return {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
+
+
+def test_default_resources(default: Manifests) -> None:
+    assert sorted(default) == [
+        ("ConfigMap", "prod-speechjobs"),
+        ("Deployment", "prod-speechjobs"),
+        ("PodDisruptionBudget", "prod-speechjobs"),
+        ("Service", "prod-speechjobs"),
+        ("ServiceAccount", "prod-speechjobs"),
+    ]
+    pdb = default["PodDisruptionBudget", "prod-speechjobs"]["spec"]
+    assert pdb["maxUnavailable"] == 1
+    assert "minAvailable" not in pdb
+    assert pdb["selector"] == default["Deployment", "prod-speechjobs"]["spec"]["selector"]
+
+
+POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}}
+CONTAINER_SECURITY = POD_SECURITY | {
+    "readOnlyRootFilesystem": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def test_default_deployment(default: Manifests) -> None:
+    deployment = default["Deployment", "prod-speechjobs"]
+    pod = deployment["spec"]["template"]["spec"]
+    c = container(default, "Deployment", "prod-speechjobs")
+    assert deployment["spec"]["replicas"] == 2
+    assert c["image"] == f"speechjobs:{CHART_META['appVersion']}"
+    assert c["args"] == ["run"]
+    assert {k: pod["securityContext"].get(k) for k in POD_SECURITY} == POD_SECURITY
+    assert {k: c["securityContext"].get(k) for k in CONTAINER_SECURITY} == CONTAINER_SECURITY
+    assert pod["automountServiceAccountToken"] is False
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert pod["terminationGracePeriodSeconds"] == 20 + 10
+    assert c["envFrom"] == [{"configMapRef": {"name": "prod-speechjobs"}}]
+    assert secret_refs(c) == {
+        "SPEECHJOBS_AMQP_URL": {"name": "prod-speechjobs", "key": "amqp-url"},
+        "SPEECHJOBS_MONGODB_URL": {"name": "prod-speechjobs", "key": "mongodb-url"},
+    }
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+    checksum = deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    assert re.fullmatch(r"[0-9a-f]{64}", checksum)
+    spread = pod["topologySpreadConstraints"][0]
+    assert spread["labelSelector"] == {"matchLabels": deployment["spec"]["selector"]["matchLabels"]}
+
+
+def service_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data: dict[str, str]) -> Settings:
+    """The settings the service builds from the ConfigMap (and nothing else: no .env, no other vars)."""
+    for name in [n for n in os.environ if n.startswith("SPEECHJOBS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    for name, value in data.items():
+        monkeypatch.setenv(name, value)
+    return Settings()
+
+
+SECRET_SETTINGS = {"amqp_url", "mongodb_url"}
+
+
+def test_configmap_covers_every_setting_and_defaults_match_the_service(
+    default: Manifests, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    data: dict[str, str] = default["ConfigMap", "prod-speechjobs"]["data"]
+    assert all(isinstance(v, str) for v in data.values())
+    assert set(data) == {f"SPEECHJOBS_{f.upper()}" for f in Settings.model_fields} - {
+        f"SPEECHJOBS_{f.upper()}" for f in SECRET_SETTINGS
+    }
+    from_chart = service_env(monkeypatch, tmp_path, data)
+    built_in = service_env(monkeypatch, tmp_path, {})
+    assert from_chart.model_dump(exclude=SECRET_SETTINGS) == built_in.model_dump(exclude=SECRET_SETTINGS)
+
+
+def test_configmap_non_default_values_parse(
+    everything: Manifests, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    data: dict[str, str] = everything["ConfigMap", "sj"]["data"]
+    assert data["SPEECHJOBS_PROVIDERS"] == "tingwu,aliyun-ice"
+    assert data["SPEECHJOBS_MAX_BODY_BYTES"] == "2097152"  # not 2.097152e+06
+    settings = service_env(monkeypatch, tmp_path, data)
+    assert settings.providers == ("tingwu", "aliyun-ice")
+    assert settings.queue_type == "classic"
+    assert settings.events_queue == ""
+    assert settings.batch_linger_ms == 2.5
+    assert settings.max_body_bytes == 2_097_152
+    assert settings.raw_retention_days == 0.5
+    assert settings.shutdown_grace_s == 45.5
+    assert settings.http_port == 9090
+    assert (settings.log_format, settings.log_level) == ("text", "DEBUG")
+
+
+def test_everything_deployment(everything: Manifests) -> None:
+    deployment = everything["Deployment", "sj"]
+    pod = deployment["spec"]["template"]["spec"]
+    c = container(everything, "Deployment", "sj")
+    assert "replicas" not in deployment["spec"]  # KEDA owns the count
+    assert c["image"] == "registry.example.com/platform/speechjobs:0.2.0@sha256:" + "0123456789abcdef" * 4
+    assert pod["terminationGracePeriodSeconds"] == math.ceil(45.5) + 10
+    assert c["ports"][0]["containerPort"] == 9090
+    assert secret_refs(c) == {
+        "SPEECHJOBS_AMQP_URL": {"name": "speechjobs-credentials", "key": "amqp"},
+        "SPEECHJOBS_MONGODB_URL": {"name": "speechjobs-credentials", "key": "mongo"},
+    }
+    assert {"name": "TZ", "value": "UTC"} in c["env"]
+    assert {"name": "tls", "mountPath": "/etc/speechjobs/tls", "readOnly": True} in c["volumeMounts"]
+    assert {"name": "tls", "secret": {"secretName": "speechjobs-tls"}} in pod["volumes"]
+    assert pod["serviceAccountName"] == "speechjobs-sa"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["priorityClassName"] == "high"
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert pod["tolerations"] == EVERYTHING["tolerations"]
+    assert pod["affinity"] == EVERYTHING["affinity"]
+    zone, host = pod["topologySpreadConstraints"]
+    assert zone["labelSelector"] == {"matchLabels": deployment["spec"]["selector"]["matchLabels"]}
+    assert host["labelSelector"] == {"matchLabels": {"team": "platform"}}
+    template = deployment["spec"]["template"]["metadata"]
+    assert template["labels"]["team"] == "platform"
+    assert template["annotations"]["example.com/team"] == "platform"
+    assert everything["ServiceAccount", "speechjobs-sa"]["metadata"]["annotations"] == {
+        "iam.example.com/role": "speechjobs"
+    }
+
+
+def test_checksum_follows_the_config(helm_python: Any, default: Manifests) -> None:
+    def checksum(manifests: Manifests, name: str) -> str:
+        annotations = manifests["Deployment", name]["spec"]["template"]["metadata"]["annotations"]
+        return str(annotations["checksum/config"])
+
+    changed = render(helm_python, {"config": {"logLevel": "DEBUG"}})
+    assert checksum(changed, "prod-speechjobs") != checksum(default, "prod-speechjobs")
+    assert checksum(render(helm_python), "prod-speechjobs") == checksum(default, "prod-speechjobs")
+
+
+def test_keda_scales_on_the_inbound_queue(everything: Manifests) -> None:
+    scaled = everything["ScaledObject", "sj"]["spec"]
+    assert scaled["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "sj"}
+    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (0, 20)
+    assert scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == EVERYTHING["keda"]["behavior"]
+    (trigger,) = scaled["triggers"]
+    assert trigger["type"] == "rabbitmq"
+    assert trigger["metadata"] == {
+        "protocol": "amqp",
+        "queueName": "jobs.inbound",
+        "mode": "QueueLength",
+        "value": "1000",
+        "activationValue": "5",
+        "vhostName": "speech",
+    }
+    auth = everything["TriggerAuthentication", trigger["authenticationRef"]["name"]]["spec"]
+    assert auth["secretTargetRef"] == [{"parameter": "host", "name": "speechjobs-credentials", "key": "amqp"}]
+    assert not any(kind == "HorizontalPodAutoscaler" for kind, _ in everything)
+
+
+def test_hpa(helm_python: Any) -> None:
+    manifests = render(helm_python, HPA)
+    assert "replicas" not in manifests["Deployment", "prod-speechjobs"]["spec"]
+    hpa = manifests["HorizontalPodAutoscaler", "prod-speechjobs"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    spec = hpa["spec"]
+    assert spec["scaleTargetRef"]["name"] == "prod-speechjobs"
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (3, 10)
+    targets = {m["resource"]["name"]: m["resource"]["target"]["averageUtilization"] for m in spec["metrics"]}
+    assert targets == {"cpu": 70, "memory": 80}
+    assert not any(kind == "ScaledObject" for kind, _ in manifests)
+
+
+def test_hpa_and_keda_are_exclusive(helm_python: Any) -> None:
+    with pytest.raises(helm_python.HelmRenderError, match="exclusive"):
+        render(helm_python, merged(EVERYTHING, HPA))
+
+
+def test_render_enforces_the_schema(helm_python: Any) -> None:
+    with pytest.raises(helm_python.HelmValuesError, match="additional properties 'replicas' not allowed"):
+        render(helm_python, {"replicas": 3})
+
+
+def test_dlq_replay_job(everything: Manifests) -> None:
+    job = everything["Job", "sj-dlq-replay-7"]
+    c = container(everything, "Job", "sj-dlq-replay-7")
+    assert c["args"] == [
+        "dlq",
+        "replay",
+        "--provider",
+        "tingwu",
+        "--reason",
+        "processing-failed",
+        "--since",
+        "2h",
+        "--limit",
+        "100",
+        "--rate",
+        "20",
+        "--dry-run",
+        "--id",
+        "6f1c",
+    ]
+    assert c["image"] == container(everything, "Deployment", "sj")["image"]
+    assert c["envFrom"] == [{"configMapRef": {"name": "sj"}}]
+    assert secret_refs(c)["SPEECHJOBS_AMQP_URL"] == {"name": "speechjobs-credentials", "key": "amqp"}
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    spec = job["spec"]
+    assert (spec["backoffLimit"], spec["activeDeadlineSeconds"]) == (0, 3600)
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"
+    # The replay pod is not a consumer: the Deployment, Service and PDB selectors must not pick it.
+    pod_labels = spec["template"]["metadata"]["labels"]
+    selector = everything["Deployment", "sj"]["spec"]["selector"]["matchLabels"]
+    assert not selector.items() <= pod_labels.items()
+
+
+def test_dlq_replay_job_minimal_args(helm_python: Any, default: Manifests) -> None:
+    assert not any(kind == "Job" for kind, _ in default)
+    manifests = render(helm_python, {"dlqReplay": {"enabled": True}}, revision=2)
+    assert container(manifests, "Job", "prod-speechjobs-dlq-replay-2")["args"] == ["dlq", "replay"]
+
+
+def test_metrics_service_and_service_monitor(everything: Manifests) -> None:
+    service = everything["Service", "sj"]
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 9100, "targetPort": "http", "protocol": "TCP"}
+    ]
+    assert service["spec"]["selector"] == everything["Deployment", "sj"]["spec"]["selector"]["matchLabels"]
+    monitor = everything["ServiceMonitor", "sj"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == ("http", "/metrics", "15s")
+
+
+def test_pdb_min_available(everything: Manifests) -> None:
+    spec = everything["PodDisruptionBudget", "sj"]["spec"]
+    assert spec["minAvailable"] == 1
+    assert "maxUnavailable" not in spec
+    assert spec["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_network_policy(everything: Manifests) -> None:
+    policy = everything["NetworkPolicy", "sj"]["spec"]
+    # It covers the replay Job too, which needs the same egress.
+    job_labels = everything["Job", "sj-dlq-replay-7"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= job_labels.items()
+    (ingress,) = policy["ingress"]
+    assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert ingress["from"] == EVERYTHING["networkPolicy"]["metricsFrom"]
+    rabbitmq, mongodb, dns = policy["egress"]
+    assert rabbitmq["ports"] == [{"port": 5671, "protocol": "TCP"}]
+    assert rabbitmq["to"] == EVERYTHING["networkPolicy"]["rabbitmq"]["to"]
+    assert mongodb["ports"] == [{"port": 27017, "protocol": "TCP"}]
+    assert {(p["port"], p["protocol"]) for p in dns["ports"]} == {(53, "UDP"), (53, "TCP")}
+
+
+def test_network_policy_defaults(helm_python: Any) -> None:
+    policy = render(helm_python, {"networkPolicy": {"enabled": True}})["NetworkPolicy", "prod-speechjobs"]
+    rabbitmq, mongodb, _ = policy["spec"]["egress"]
+    assert [p["port"] for p in rabbitmq["ports"]] == [5672, 5671]
+    assert [p["port"] for p in mongodb["ports"]] == [27017]
+    assert "to" not in rabbitmq
+    assert "from" not in policy["spec"]["ingress"][0]
