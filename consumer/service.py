@@ -160,10 +160,16 @@ class Service:
                 return None
             return await call()
 
+        async def sleep(seconds: float) -> None:
+            # A SIGTERM during start-up must not wait out the backoff.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), seconds)
+
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(error),
             wait=wait_exponential_jitter(initial=0.5, max=15),
             stop=stop_never,
+            sleep=sleep,
             before_sleep=lambda s: log.warning(
                 "%s not reachable yet: %s",
                 component,
