@@ -68,7 +68,9 @@ def parse_document(body: bytes, content_type: str | None, *, max_depth: int) -> 
         raise Rejection("malformed", "empty body")
     else:
         raise Rejection("malformed", "body is neither JSON nor XML")
-    _check_depth(document, max_depth)
+    # A body with fewer brackets or tags than the limit cannot nest deeper: skip the walk.
+    if body.count(b"{") + body.count(b"[") + body.count(b"<") > max_depth:
+        _check_depth(document, max_depth)
     return document, syntax
 
 

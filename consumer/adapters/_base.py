@@ -98,13 +98,6 @@ def kebab(name: str) -> str:
     return _KEBAB.sub("-", name.strip()).replace("_", "-").lower()
 
 
-_TIME_FORMATS = (
-    "%Y-%m-%dT%H:%M:%S%z",  # Tencent 2022-06-30T19:33:18+0800, ICE ...Z
-    "%Y-%m-%d %H:%M:%S%z",  # Tencent workflow 2021-09-14 15:00:26+0800
-    "%Y-%m-%dT%H:%M:%S.%f%z",
-)
-
-
 def parse_time(value: Any) -> datetime | None:
     """Vendor timestamp to aware UTC; '-' and empty mean not yet; naive times are taken as UTC."""
     if value is None:
@@ -112,17 +105,13 @@ def parse_time(value: Any) -> datetime | None:
     text = str(value).strip()
     if text in ("", "-"):
         return None
-    # VOD writes milliseconds after a colon: 2022-10-20T10:29:46:540Z.
-    text = re.sub(r"(T\d{2}:\d{2}:\d{2}):(\d{3})", r"\1.\2", text)
-    text = text.replace("Z", "+0000") if text.endswith("Z") else text
-    for fmt in _TIME_FORMATS:
-        try:
-            parsed = datetime.strptime(text, fmt)
-        except ValueError:
-            continue
-        return parsed.astimezone(UTC)
+    # Python 3.11 reads +0800, Z and the space separator; VOD writes milliseconds after a colon.
+    text = _VOD_MILLIS.sub(r"\1.\2", text)
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         return None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+_VOD_MILLIS = re.compile(r"(T\d{2}:\d{2}:\d{2}):(\d{3})")
