@@ -14,7 +14,11 @@ SCHEMA_VERSION = 1
 
 
 class JobEvent(BaseModel):
-    """Published once per job when it first reaches a terminal state."""
+    """Published once per job when it first reaches a terminal state.
+
+    The public contract: its fields are spelled out here, not inherited, so that no internal change
+    can alter the exported schema unnoticed.
+    """
 
     model_config = ConfigDict(
         frozen=True,

@@ -71,15 +71,15 @@ class Origin(_Frozen):
     envelope: Literal["cloudevents"] | None = None
 
 
-class JobUpdate(_Frozen):
-    """One vendor notification about one job, normalized."""
+class _JobFields(_Frozen):
+    """What an update says about a job, and so what a stored job knows."""
 
     provider: Provider
     task_id: str = Field(min_length=1, max_length=256)
     status: JobStatus
     provider_status: str
     kind: str
-    source: str = Field(description="Vendor format the update was read from, e.g. tingwu.task-info")
+    source: str = Field(description="Vendor format the update was read from, e.g. tingwu.task")
     task_key: str | None = None
     user_data: JsonValue = None
     error: JobError | None = None
@@ -88,6 +88,11 @@ class JobUpdate(_Frozen):
     started_at: AwareDatetime | None = None
     finished_at: AwareDatetime | None = None
     reported_at: AwareDatetime | None = None
+
+
+class JobUpdate(_JobFields):
+    """One vendor notification about one job, normalized."""
+
     origin: Origin
 
 
@@ -114,23 +119,9 @@ class EventRecord(_Frozen):
     confirmed_at: AwareDatetime | None = None
 
 
-class Job(_Frozen):
-    """The stored state of one (provider, task_id)."""
+class Job(_JobFields):
+    """The stored state of one (provider, task_id): the latest applied fields, plus its history."""
 
-    provider: Provider
-    task_id: str
-    status: JobStatus
-    provider_status: str
-    kind: str
-    source: str
-    task_key: str | None = None
-    user_data: JsonValue = None
-    error: JobError | None = None
-    results: dict[str, JsonValue] = Field(default_factory=dict)
-    submitted_at: AwareDatetime | None = None
-    started_at: AwareDatetime | None = None
-    finished_at: AwareDatetime | None = None
-    reported_at: AwareDatetime | None = None
     history: tuple[HistoryEntry, ...] = ()
     event: EventRecord | None = None
     created_at: AwareDatetime
