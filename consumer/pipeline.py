@@ -75,6 +75,9 @@ class Pipeline:
         self._limits = Limits(max_body_bytes=settings.max_body_bytes, max_depth=settings.max_depth)
         self._exchange = settings.inbound_exchange
         self._lease = timedelta(seconds=settings.publish_timeout_s * 3)
+        # Confirmed by the broker, not yet recorded in MongoDB: recorded with the next batch's writes
+        # or when the pipeline goes idle, so that the record costs no round trip before the ack.
+        self._unrecorded: list[tuple[str, str]] = []
 
     async def process(self, batch: Sequence[AbstractIncomingMessage]) -> None:
         started = time.perf_counter()
@@ -126,9 +129,10 @@ class Pipeline:
                 raws.append(self._raw(item, item.normalized))
         if not updates:
             return
-        outcomes, _ = await asyncio.gather(
+        outcomes, _, _ = await asyncio.gather(
             self._retry("mongodb", lambda: self._timed_store(updates)),
             self._retry("mongodb", lambda: self._store.save_raw(raws)),
+            self.flush(),
         )
         events: dict[str, tuple[str, OutboundEvent]] = {}
         for item, outcome in zip(owners, outcomes, strict=True):
@@ -150,10 +154,16 @@ class Pipeline:
         started = time.perf_counter()
         await self._retry("broker", lambda: self._publisher.publish_events(outbound))
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
-        confirmed = [(key, eid) for eid, (key, _) in events.items()]
-        await self._retry("mongodb", lambda: self._store.confirm(confirmed, datetime.now(UTC)))
+        self._unrecorded += [(key, eid) for eid, (key, _) in events.items()]
         for event in outbound:
             metrics.EVENTS.labels(event.provider, event.record.routing_key).inc()
+
+    async def flush(self) -> None:
+        """Record broker confirms in the job documents; until then a crash can only cost a repeat."""
+        if not self._unrecorded:
+            return
+        confirmed, self._unrecorded = self._unrecorded, []
+        await self._retry("mongodb", lambda: self._store.confirm(confirmed, datetime.now(UTC)))
 
     def _owns(self, item: _Item, outcome: Outcome) -> bool:
         """Whether this message must (re)publish the job's unconfirmed event.

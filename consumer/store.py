@@ -21,6 +21,7 @@ __all__ = ["JobStore", "MongoStore", "RawBody", "StoreConflict", "mongo_client"]
 log = logging.getLogger("speechjobs.store")
 
 _DUPLICATE_KEY = 11000
+_RECENT_RAW = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ class MongoStore:
         self._raw_max = raw_body_max_bytes
         self._retention = raw_retention
         self._max_attempts = max_attempts
+        self._recent_raw: dict[str, None] = {}  # insertion-ordered: the oldest goes first
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MongoStore:
@@ -170,30 +172,34 @@ class MongoStore:
         )
 
     async def save_raw(self, bodies: Sequence[RawBody]) -> None:
-        if not bodies:
+        """Insert bodies not seen before; a vendor's identical retry has the same sha256 and is skipped."""
+        fresh = {b.sha256: b for b in bodies if b.sha256 not in self._recent_raw}
+        if not fresh:
             return
-        await self.raw.bulk_write([self._raw_op(b) for b in bodies], ordered=False)
+        try:
+            await self.raw.bulk_write([InsertOne(self._raw_doc(b)) for b in fresh.values()], ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
+        for sha in fresh:
+            self._recent_raw[sha] = None
+        while len(self._recent_raw) > _RECENT_RAW:
+            del self._recent_raw[next(iter(self._recent_raw))]
 
-    def _raw_op(self, raw: RawBody) -> UpdateOne:
+    def _raw_doc(self, raw: RawBody) -> dict[str, Any]:
         kept = len(raw.body) <= self._raw_max
-        return UpdateOne(
-            {"_id": raw.sha256},
-            {
-                "$setOnInsert": {
-                    "body": raw.body if kept else None,
-                    "truncated": not kept,
-                    "size": len(raw.body),
-                    "routing_key": raw.routing_key,
-                    "content_type": raw.content_type,
-                    "headers": raw.headers,
-                    "provider": raw.provider,
-                    "received_at": raw.received_at,
-                },
-                "$addToSet": {"task_ids": {"$each": list(raw.task_ids)}},
-                "$set": {"last_seen_at": raw.received_at},
-            },
-            upsert=True,
-        )
+        return {
+            "_id": raw.sha256,
+            "body": raw.body if kept else None,
+            "truncated": not kept,
+            "size": len(raw.body),
+            "routing_key": raw.routing_key,
+            "content_type": raw.content_type,
+            "headers": raw.headers,
+            "provider": raw.provider,
+            "task_ids": list(raw.task_ids),
+            "received_at": raw.received_at,
+        }
 
     async def raw_bodies(self, query: dict[str, Any]) -> Iterable[dict[str, Any]]:
         return [doc async for doc in self.raw.find(query).sort("received_at", 1)]
