@@ -19,6 +19,16 @@ def names() -> Names:
     return Names()
 
 
+@pytest.fixture(autouse=True)
+async def no_leaked_services() -> AsyncIterator[None]:
+    yield
+    while ServiceProcess.started:
+        proc = ServiceProcess.started.pop().proc
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 @pytest.fixture
 async def bus(names: Names) -> AsyncIterator[Bus]:
     bus = Bus(names)

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
@@ -65,6 +65,8 @@ class Names:
 class ServiceProcess:
     """One `python -m consumer run` child process with its own HTTP port."""
 
+    started: ClassVar[list[ServiceProcess]] = []  # so a failing test cannot leak a running service
+
     def __init__(self, names: Names, **env: str) -> None:
         self.names = names
         self.port = free_port()
@@ -86,6 +88,7 @@ class ServiceProcess:
             sys.executable, "-m", "consumer", "run", env=self.env, stdout=log, stderr=log
         )
         log.close()
+        ServiceProcess.started.append(self)
         if wait_ready:
             await self.wait_ready()
 
