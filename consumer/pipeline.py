@@ -75,9 +75,6 @@ class Pipeline:
         self._limits = Limits(max_body_bytes=settings.max_body_bytes, max_depth=settings.max_depth)
         self._exchange = settings.inbound_exchange
         self._lease = timedelta(seconds=settings.publish_timeout_s * 3)
-        # Confirmed by the broker, not yet recorded in MongoDB: recorded with the next batch's writes
-        # or when the pipeline goes idle, so that the record costs no round trip before the ack.
-        self._unrecorded: list[tuple[str, str]] = []
 
     async def process(self, batch: Sequence[AbstractIncomingMessage]) -> None:
         started = time.perf_counter()
@@ -129,10 +126,9 @@ class Pipeline:
                 raws.append(self._raw(item, item.normalized))
         if not updates:
             return
-        outcomes, _, _ = await asyncio.gather(
+        outcomes, _ = await asyncio.gather(
             self._retry("mongodb", lambda: self._timed_store(updates)),
             self._retry("mongodb", lambda: self._store.save_raw(raws)),
-            self.flush(),
         )
         events: dict[str, tuple[str, OutboundEvent]] = {}
         for item, outcome in zip(owners, outcomes, strict=True):
@@ -154,16 +150,10 @@ class Pipeline:
         started = time.perf_counter()
         await self._retry("broker", lambda: self._publisher.publish_events(outbound))
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
-        self._unrecorded += [(key, eid) for eid, (key, _) in events.items()]
+        confirmed = [(key, eid) for eid, (key, _) in events.items()]
+        await self._retry("mongodb", lambda: self._store.confirm(confirmed, datetime.now(UTC)))
         for event in outbound:
             metrics.EVENTS.labels(event.provider, event.record.routing_key).inc()
-
-    async def flush(self) -> None:
-        """Record broker confirms in the job documents; until then a crash can only cost a repeat."""
-        if not self._unrecorded:
-            return
-        confirmed, self._unrecorded = self._unrecorded, []
-        await self._retry("mongodb", lambda: self._store.confirm(confirmed, datetime.now(UTC)))
 
     def _owns(self, item: _Item, outcome: Outcome) -> bool:
         """Whether this message must (re)publish the job's unconfirmed event.
@@ -282,20 +272,27 @@ class Pipeline:
     async def _retry(self, component: str, call: Callable[[], Awaitable[T]]) -> T:
         """Retry transient failures forever with backoff; readiness reports the component as degraded."""
         transient = _transient_store_error if component == "mongodb" else _transient_broker_error
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(transient),
-            wait=wait_exponential_jitter(initial=0.2, max=15, jitter=1),
-            stop=stop_never,
-            before_sleep=lambda state: self._degraded(component, state.outcome),
-            reraise=True,
-        ):
-            with attempt:
-                result = await call()
+        try:
+            result = await call()
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            self._degraded(component, exc)
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(transient),
+                wait=wait_exponential_jitter(initial=0.2, max=15, jitter=1),
+                stop=stop_never,
+                before_sleep=lambda s: self._degraded(
+                    component, s.outcome.exception() if s.outcome else None
+                ),
+                reraise=True,
+            ):
+                with attempt:
+                    result = await call()
         self._health.recovered(component)
         return result
 
-    def _degraded(self, component: str, outcome: object) -> None:
-        exc = getattr(outcome, "exception", lambda: None)()
+    def _degraded(self, component: str, exc: BaseException | None) -> None:
         reason = f"{component} unavailable: {type(exc).__name__}"
         if self._health.degrade(component, reason):
             log.warning("%s, retrying with backoff", reason)

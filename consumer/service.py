@@ -96,7 +96,6 @@ class Service:
         while True:
             first = await self._buffer.get()
             if first is _STOP:
-                await self._flush(pipeline)
                 return
             batch = [first]
             stopping = False
@@ -121,16 +120,8 @@ class Service:
             finally:
                 metrics.IN_FLIGHT.dec(len(batch))
                 self.health.beat()
-            if stopping or self._buffer.empty():
-                await self._flush(pipeline)
             if stopping:
                 return
-
-    async def _flush(self, pipeline: Pipeline) -> None:
-        try:
-            await pipeline.flush()
-        except Exception:  # only bookkeeping is lost: a later duplicate may repeat the event
-            log.exception("recording event confirms failed")
 
     async def _drain(self, grace: float) -> None:
         """Finish what was received within the grace period; the broker redelivers the rest."""

@@ -89,7 +89,6 @@ class MongoStore:
             [
                 IndexModel([("provider", 1), ("task_id", 1)], unique=True, name="provider_task"),
                 IndexModel([("status", 1), ("updated_at", -1)], name="status_updated"),
-                IndexModel([("event.confirmed", 1)], name="event_confirmed", sparse=True),
             ]
         )
         await self.raw.create_indexes(
@@ -162,11 +161,13 @@ class MongoStore:
             return
         await self.jobs.bulk_write(
             [
+                # A job's event is set once and never replaced, so the key alone finds it: the
+                # cheapest update there is.
                 UpdateOne(
-                    {"_id": key, "event.event_id": eid, "event.confirmed": False},
+                    {"_id": key},
                     {"$set": {"event.confirmed": True, "event.confirmed_at": now}, "$inc": {"version": 1}},
                 )
-                for key, eid in events
+                for key, _ in events
             ],
             ordered=False,
         )
