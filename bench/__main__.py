@@ -1,0 +1,253 @@
+"""python -m bench: every contender measured in one run on one broker and database; results, ratios."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+from aio_pika.abc import AbstractConnection
+from pymongo import AsyncMongoClient
+
+from bench.contenders import CONTENDERS, Config, broker_version, connect, run_contender, run_rss_flatness
+from bench.measure import find_server_pids
+from bench.report import ratios, render_profiles, render_table, write_json, write_png
+from bench.workload import RETRY_SHARE, generate
+from consumer.settings import Settings
+
+DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_MONGODB = "mongodb://127.0.0.1:27017/?directConnection=true&retryWrites=false"
+RESULTS = Path(__file__).resolve().parent / "results"
+PACKAGES = (
+    "aio-pika",
+    "aiormq",
+    "pymongo",
+    "pydantic",
+    "orjson",
+    "faststream",
+    "SecantusDB",
+    "psutil",
+    "matplotlib",
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="about a minute: 2000 messages, no RSS run")
+    parser.add_argument("--messages", type=int, help="backlog per contender (default 20000, --quick 2000)")
+    parser.add_argument("--seed", type=int, default=1, help="workload seed")
+    parser.add_argument("--paced-seconds", type=float, help="length of the paced latency run (10, --quick 3)")
+    parser.add_argument(
+        "--rss-messages", type=int, help="messages in the RSS-flatness run (200000, --quick 0 = skip)"
+    )
+    parser.add_argument("--only", help="comma-separated contender keys (speechjobs always runs first)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="directory for <date>.json and <date>.png")
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="attach py-spy to the speechjobs processes (perturbs their figures)",
+    )
+    parser.add_argument("--amqp-url", default=os.environ.get("SPEECHJOBS_AMQP_URL", DEFAULT_AMQP))
+    parser.add_argument("--mongodb-url", default=os.environ.get("SPEECHJOBS_MONGODB_URL", DEFAULT_MONGODB))
+    return parser
+
+
+def _versions() -> dict[str, str]:
+    found: dict[str, str] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def _machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "platform": platform.platform(),
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _code() -> dict[str, Any]:
+    """The commit measured, and whether the service's code differed from it (others edit the tree too)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            run = subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+            )
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return run.stdout.strip()
+
+    changed = git("status", "--porcelain", "--", "consumer", "schemas")
+    return {"commit": git("rev-parse", "HEAD") or None, "service_changes": changed.splitlines()}
+
+
+async def _database_version(url: str) -> str:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, serverSelectionTimeoutMS=3000)
+    try:
+        info = await client.admin.command("buildInfo")
+        return str(info.get("version", "?"))
+    finally:
+        await client.close()
+
+
+def _service_settings() -> dict[str, Any]:
+    defaults = Settings()
+    return {
+        k: getattr(defaults, k)
+        for k in ("queue_type", "prefetch", "batch_size", "batch_linger_ms", "log_format", "log_level")
+    }
+
+
+async def _run(args: argparse.Namespace) -> int:
+    messages = args.messages or (2000 if args.quick else 20000)
+    paced_seconds = args.paced_seconds or (3.0 if args.quick else 10.0)
+    rss_messages = args.rss_messages if args.rss_messages is not None else (0 if args.quick else 200_000)
+    chosen = {c.key for c in CONTENDERS} if not args.only else {"speechjobs", *args.only.split(",")}
+    unknown = chosen - {c.key for c in CONTENDERS}
+    if unknown:
+        raise SystemExit(f"unknown contender(s): {', '.join(sorted(unknown))}")
+    work_dir = Path(tempfile.mkdtemp(prefix="speechjobs-bench-"))
+    cfg = Config(
+        amqp_url=args.amqp_url,
+        mongodb_url=args.mongodb_url,
+        messages=messages,
+        seed=args.seed,
+        paced_seconds=paced_seconds,
+        work_dir=work_dir,
+        server_pids=find_server_pids(),
+        profile=args.profile,
+    )
+    started = datetime.now(UTC)
+    clock = time.monotonic()
+    code = _code()
+    print(f"bench: {messages} messages per contender, logs in {work_dir}", flush=True)
+    connection: AbstractConnection = await connect(cfg.amqp_url)
+    results: dict[str, dict[str, Any]] = {}
+    rss: dict[str, Any] | None = None
+    try:
+        half_speechjobs: list[float] = []
+
+        def paced_rate(own: float) -> float | None:
+            if not half_speechjobs:  # speechjobs runs first: half of its own max rate, for everyone
+                half_speechjobs.append(own / 2)
+            return half_speechjobs[0]
+
+        for contender in CONTENDERS:
+            if contender.key not in chosen:
+                continue
+            print(f"  {contender.label} ...", end="", flush=True)
+            result = await run_contender(contender, cfg, connection, paced_rate)
+            results[contender.key] = result
+            print(
+                f" {result['throughput_msg_s']:,.0f} msg/s, {result['cpu_ms_per_msg']:.3f} ms CPU/msg",
+                flush=True,
+            )
+        if rss_messages:
+            print(f"  RSS run: speechjobs (SecantusDB) over {rss_messages} messages ...", end="", flush=True)
+            rss = await run_rss_flatness(cfg, connection, rss_messages)
+            print(f" growth {rss['rss_growth']:+.1%}", flush=True)
+        versions = _versions() | {
+            "rabbitmq": await broker_version(connection),
+            "secantusdb_server": await _database_version(cfg.mongodb_url),
+        }
+    finally:
+        await connection.close()
+    targets = ratios(results, rss)
+    stamp = started.strftime("%Y-%m-%dT%H%M%SZ") + ("-quick" if args.quick else "")
+    document = {
+        "date": started.isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "normal",
+        "duration_s": round(time.monotonic() - clock, 1),
+        "settings": {
+            "messages": messages,
+            "seed": args.seed,
+            "paced_seconds": paced_seconds,
+            "paced_rate": results.get("speechjobs", {}).get("paced", {}).get("rate_target"),
+            "rss_messages": rss_messages,
+            "profiled": args.profile,
+            "retry_share": RETRY_SHARE,
+            "service_defaults": _service_settings(),
+            "amqp_url": _redact(cfg.amqp_url),
+            "mongodb_url": _redact(cfg.mongodb_url),
+            "server_processes_sampled": sorted(cfg.server_pids),
+        },
+        "code": code,
+        "machine": _machine(),
+        "versions": versions,
+        "workload": generate(messages, seed=args.seed).summary(),
+        "contenders": results,
+        "rss_flatness": rss,
+        "targets": targets,
+    }
+    json_path = args.out / f"{stamp}.json"
+    write_json(json_path, _clean(document))
+    print()
+    print(render_table(results, targets))
+    if args.profile:
+        print("\n" + render_profiles(results))
+    print(f"\nwrote {json_path}")
+    if not args.no_plot:
+        png_path = args.out / f"{stamp}.png"
+        write_png(
+            png_path,
+            results,
+            f"speechjobs bench {document['date']} ({document['mode']}, {messages} messages)",
+            rss,
+        )
+        print(f"wrote {png_path}")
+    return 0
+
+
+def _redact(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
+def _clean(value: Any) -> Any:
+    """NaN is not JSON: measured-nothing becomes null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return asyncio.run(_run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""In-memory JobStore stand-in (benchmark only): the same state machine, no database round trips."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from consumer.state import Outcome, apply, job_key
+from consumer.store import RawBody
+from schemas.job import Job, JobUpdate
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """Implements consumer.store.JobStore with dicts; one writer, so no version conflicts can happen.
+
+    Jobs are kept serialized, as a database keeps them: a heap of live models would make the garbage
+    collector, not the pipeline, set the latency.
+    """
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, bytes] = {}
+        self.raw: dict[str, tuple[RawBody, set[str]]] = {}
+
+    async def setup(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+    async def apply(self, updates: Sequence[tuple[JobUpdate, datetime, str]]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for update, now, owner in updates:
+            key = job_key(update.provider, update.task_id)
+            current = self._get(key)
+            outcome = apply(current, update, now=now, owner=owner)
+            if outcome.changed:
+                version = current.version + 1 if current is not None else 1
+                self.jobs[key] = (
+                    outcome.job.model_copy(update={"version": version}).model_dump_json().encode()
+                )
+            outcomes.append(outcome)
+        return outcomes
+
+    async def confirm(self, events: Sequence[tuple[str, str]], now: datetime) -> None:
+        for key, event_id in events:
+            job = self._get(key)
+            if job is None or job.event is None or job.event.event_id != event_id or job.event.confirmed:
+                continue
+            event = job.event.model_copy(update={"confirmed": True, "confirmed_at": now})
+            confirmed = job.model_copy(update={"event": event, "version": job.version + 1})
+            self.jobs[key] = confirmed.model_dump_json().encode()
+
+    def _get(self, key: str) -> Job | None:
+        raw = self.jobs.get(key)
+        return Job.model_validate_json(raw) if raw is not None else None
+
+    async def save_raw(self, bodies: Sequence[RawBody]) -> None:
+        for raw in bodies:
+            kept = self.raw.get(raw.sha256)
+            if kept is None:
+                self.raw[raw.sha256] = (raw, set(raw.task_ids))
+            else:
+                kept[1].update(raw.task_ids)

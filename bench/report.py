@@ -1,0 +1,180 @@
+"""Ratios against the baselines, targets, the printed table, and the JSON and PNG result files."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TARGETS", "ratios", "render_profiles", "render_table", "write_json", "write_png"]
+
+# name: (description, comparison, threshold)
+TARGETS: dict[str, tuple[str, str, float]] = {
+    "cpu_vs_straightforward": ("speechjobs CPU/msg ÷ straightforward", "<=", 0.4),
+    "cpu_vs_faststream": ("speechjobs CPU/msg ÷ FastStream", "<=", 0.5),
+    "throughput_vs_db_ceiling": ("speechjobs(SecantusDB) msg/s ÷ DB bulk ceiling", ">=", 0.8),
+    "memory_throughput_vs_bare": ("speechjobs(in-memory) msg/s ÷ bare ceiling", ">=", 0.6),
+    "p99_ms_at_half_rate": ("speechjobs p99 ms at half its max rate", "<=", 50.0),
+    "rss_growth": ("RSS growth over the RSS run", "<=", 0.10),
+}
+
+
+def _get(results: dict[str, dict[str, Any]], key: str, *path: str) -> float:
+    value: Any = results.get(key, {})
+    for part in path:
+        value = value.get(part, {}) if isinstance(value, dict) else {}
+    return float(value) if isinstance(value, int | float) else math.nan
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
+
+
+def ratios(results: dict[str, dict[str, Any]], rss: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Each target's measured value and whether it is met (None when not measured)."""
+    sj_cpu = _get(results, "speechjobs", "cpu_ms_per_msg")
+    values = {
+        "cpu_vs_straightforward": _ratio(sj_cpu, _get(results, "straightforward", "cpu_ms_per_msg")),
+        "cpu_vs_faststream": _ratio(sj_cpu, _get(results, "faststream", "cpu_ms_per_msg")),
+        "throughput_vs_db_ceiling": _ratio(
+            _get(results, "speechjobs", "throughput_msg_s"), _get(results, "db-ceiling", "throughput_msg_s")
+        ),
+        "memory_throughput_vs_bare": _ratio(
+            _get(results, "speechjobs-memory", "throughput_msg_s"), _get(results, "bare", "throughput_msg_s")
+        ),
+        "p99_ms_at_half_rate": _get(results, "speechjobs", "paced", "p99_ms"),
+        "rss_growth": float(rss["rss_growth"]) if rss else math.nan,
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for name, (description, op, threshold) in TARGETS.items():
+        value = values[name]
+        met = None if math.isnan(value) else (value <= threshold if op == "<=" else value >= threshold)
+        out[name] = {
+            "description": description,
+            "value": None if math.isnan(value) else round(value, 4),
+            "target": f"{op} {threshold:g}",
+            "met": met,
+        }
+    return out
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def render_table(results: dict[str, dict[str, Any]], targets: dict[str, dict[str, Any]]) -> str:
+    header = (
+        f"{'contender':<30} {'msg/s':>9} {'CPU ms/msg':>11} {'CPU util':>9} {'RSS MB':>8} "
+        f"{'p50 ms':>8} {'p99 ms':>9} {'@ msg/s':>8} {'events':>13}"
+    )
+    lines = [header, "-" * len(header)]
+    for result in results.values():
+        paced = result.get("paced", {})
+        events = result.get("events")
+        ev = f"{events['jobs_with_event']}/{events['expected_jobs']}" if events else "-"
+        if events and events["events_received"] != events["jobs_with_event"]:
+            ev += f" (+{events['events_received'] - events['jobs_with_event']})"
+        lines.append(
+            f"{result['label']:<30} {_fmt(result['throughput_msg_s'], 0):>9} "
+            f"{_fmt(result['cpu_ms_per_msg'], 3):>11} {_fmt(result['cpu_utilization'], 2):>9} "
+            f"{_fmt(result['rss_mb_max'], 0):>8} {_fmt(paced.get('p50_ms'), 1):>8} "
+            f"{_fmt(paced.get('p99_ms'), 1):>9} {_fmt(paced.get('rate_target'), 0):>8} {ev:>13}"
+        )
+    for result in results.values():
+        for phase, batches in (
+            ("drain", result.get("batches")),
+            ("paced", result.get("paced", {}).get("batches")),
+        ):
+            if batches:
+                b = batches
+                lines.append(
+                    f"{result['label']}, {phase}: {b['batches']} batches of {b['mean_size']:g} msgs, "
+                    f"{b['mean_ms']:.1f} ms each (store.apply {_fmt(b['store_apply_ms'], 1)}, "
+                    f"publish+confirm {_fmt(b['publish_confirm_ms'], 1)})"
+                )
+    lines += ["", f"{'ratio':<48} {'value':>10} {'target':>9}  met"]
+    for target in targets.values():
+        met = {True: "yes", False: "NO", None: "not measured"}[target["met"]]
+        lines.append(
+            f"{target['description']:<48} {_fmt(target['value'], 3):>10} {target['target']:>9}  {met}"
+        )
+    return "\n".join(lines)
+
+
+def render_profiles(results: dict[str, dict[str, Any]], top: int = 12) -> str:
+    """The py-spy hotspots of profiled contenders: self time by package and by function."""
+    blocks: list[str] = []
+    for result in results.values():
+        profile = result.get("profile")
+        if not profile:
+            continue
+        lines = [f"{result['label']}: {profile['samples']} on-CPU samples ({profile['raw']})"]
+        for title, key in (
+            ("self by package", "self_by_package"),
+            ("self by function", "self"),
+            ("inclusive, project code", "inclusive"),
+        ):
+            lines.append(f"  {title}:")
+            lines += [f"    {row['share']:6.1%}  {row['name']}" for row in profile[key][:top]]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False, default=str) + "\n")
+
+
+def write_png(
+    path: Path, results: dict[str, dict[str, Any]], title: str, rss: dict[str, Any] | None = None
+) -> None:
+    """Throughput bars and the latency CDF at the common paced rate; RSS over time when it was run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3 if rss else 2, figsize=(20 if rss else 14, 5.5))
+    bars, cdf = axes[0], axes[1]
+    labels = [r["label"] for r in results.values()]
+    rates = [r["throughput_msg_s"] for r in results.values()]
+    colors = ["tab:red" if r["key"].startswith("speechjobs") else "tab:gray" for r in results.values()]
+    bars.barh(labels, rates, color=colors)
+    for y, rate in enumerate(rates):
+        bars.text(rate, y, f" {rate:,.0f}", va="center", fontsize=8)
+    bars.invert_yaxis()
+    bars.set_xlabel("messages/s (backlog drain)")
+    bars.set_title("Throughput")
+    for result in results.values():
+        points = result.get("paced", {}).get("cdf_ms", [])
+        if points:
+            ys = [i / (len(points) - 1) for i in range(len(points))]
+            paced = result["paced"]
+            label = f"{result['label']} @ {paced['rate_target']:,.0f}/s"
+            cdf.plot(points, ys, label=label + (" (above its max rate)" if paced["saturated"] else ""))
+    cdf.set_xscale("log")
+    cdf.set_xlabel("publish → event latency, ms (log)")
+    cdf.set_ylabel("fraction of jobs")
+    cdf.axvline(50, color="black", linestyle=":", linewidth=1)
+    cdf.set_title("Latency CDF at half of speechjobs' max rate")
+    cdf.grid(True, which="both", alpha=0.3)
+    cdf.legend(fontsize=8, loc="lower right")
+    if rss:
+        memory = axes[2]
+        series = rss["series"]
+        memory.plot([p["messages"] for p in series], [p["rss_mb"] for p in series], color="tab:red")
+        memory.set_ylim(bottom=0)
+        memory.set_xlabel("messages processed")
+        memory.set_ylabel("RSS, MB")
+        memory.set_title(f"speechjobs RSS over {rss['messages']:,} messages ({rss['rss_growth']:+.1%})")
+        memory.grid(True, alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
