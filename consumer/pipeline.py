@@ -76,7 +76,10 @@ class Pipeline:
         self._exchange = settings.inbound_exchange
         self._lease = timedelta(seconds=settings.publish_timeout_s * 3)
 
-    async def process(self, batch: Sequence[AbstractIncomingMessage]) -> None:
+    async def process(
+        self, batch: Sequence[AbstractIncomingMessage], *, oldest: Callable[[], bool] = lambda: True
+    ) -> None:
+        """Process and settle one batch; `oldest` says whether no earlier batch is still unsettled."""
         started = time.perf_counter()
         now = datetime.now(UTC)
         items = [self._normalize(message, now) for message in batch]
@@ -91,7 +94,7 @@ class Pipeline:
                 log.warning("batch failed, retrying its %d messages one by one", len(items), exc_info=True)
                 for item in items:
                     await self._isolated(item)
-        await self._settle(items, started)
+        await self._settle(items, started, multiple=oldest())
 
     async def _isolated(self, item: _Item) -> None:
         try:
@@ -199,7 +202,7 @@ class Pipeline:
             received_at=item.received_at,
         )
 
-    async def _settle(self, items: Sequence[_Item], started: float) -> None:
+    async def _settle(self, items: Sequence[_Item], started: float, *, multiple: bool) -> None:
         for item in items:
             message = item.message
             if item.failure is not None:
@@ -220,7 +223,7 @@ class Pipeline:
             elif item.normalized is not None and not item.transitions:
                 item.result = "duplicate"
         unsettled = [i for i in items if i.result != "requeued"]
-        if unsettled and len(unsettled) == len(items):
+        if multiple and unsettled and len(unsettled) == len(items):
             await _settle_one(items[-1].message.ack(multiple=True))
         else:
             for item in unsettled:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import signal
+from collections import deque
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
@@ -92,11 +94,16 @@ class Service:
         self._buffer.put_nowait(message)
 
     async def _batches(self, pipeline: Pipeline) -> None:
+        """Cut the delivery buffer into batches and run up to `batches_in_flight` of them at once."""
         size, linger = self.settings.batch_size, self.settings.batch_linger_ms / 1000
-        while True:
+        slots = asyncio.Semaphore(self.settings.batches_in_flight)
+        in_flight: deque[int] = deque()  # batch numbers, oldest first
+        running: set[asyncio.Task[None]] = set()
+        for number in itertools.count():
+            await slots.acquire()
             first = await self._buffer.get()
             if first is _STOP:
-                return
+                break
             batch = [first]
             stopping = False
             for waited in (False, True):
@@ -110,18 +117,35 @@ class Service:
                 if waited or stopping or len(batch) >= size or linger == 0:
                     break
                 await asyncio.sleep(linger)
-            try:
-                await pipeline.process(batch)
-            except Exception:
-                log.exception("batch of %d failed; handing the messages back for redelivery", len(batch))
-                for message in batch:
-                    with contextlib.suppress(Exception):
-                        await message.nack(requeue=True)
-            finally:
-                metrics.IN_FLIGHT.dec(len(batch))
-                self.health.beat()
+            in_flight.append(number)
+            task = asyncio.create_task(self._batch(pipeline, batch, number, in_flight, slots))
+            running.add(task)
+            task.add_done_callback(running.discard)
             if stopping:
-                return
+                break
+        await asyncio.gather(*running)
+
+    async def _batch(
+        self,
+        pipeline: Pipeline,
+        batch: list[AbstractIncomingMessage],
+        number: int,
+        in_flight: deque[int],
+        slots: asyncio.Semaphore,
+    ) -> None:
+        try:
+            # Only the oldest batch in flight may ack with multiple=True: every earlier delivery is settled.
+            await pipeline.process(batch, oldest=lambda: in_flight[0] == number)
+        except Exception:
+            log.exception("batch of %d failed; handing the messages back for redelivery", len(batch))
+            for message in batch:
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
+        finally:
+            in_flight.remove(number)
+            slots.release()
+            metrics.IN_FLIGHT.dec(len(batch))
+            self.health.beat()
 
     async def _drain(self, grace: float) -> None:
         """Finish what was received within the grace period; the broker redelivers the rest."""

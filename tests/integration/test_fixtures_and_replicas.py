@@ -79,3 +79,21 @@ async def test_two_replicas_on_one_queue_publish_one_event_per_transition(
     ]
     assert sum(handled) == len(tasks) * 4
     assert all(count > 0 for count in handled), handled
+
+
+async def test_batches_in_flight_ack_everything_exactly_once(bus: Bus, names: Names, db: DB) -> None:
+    proc = ServiceProcess(names, SPEECHJOBS_BATCHES_IN_FLIGHT="3", SPEECHJOBS_BATCH_SIZE="4")
+    await proc.start()
+    try:
+        for task in range(150):
+            await bus.publish(tingwu_body(task, "ONGOING"), "callback.tingwu")
+            await bus.publish(tingwu_body(task, "COMPLETED"), "callback.tingwu")
+        events = await bus.drain(names.events_queue, expect=150, timeout=60, settle=1.0)
+    finally:
+        assert await proc.stop() == 0
+    assert len(events) == len({e.message_id for e in events}) == 150
+    assert await db.jobs.count_documents({"status": "completed", "event.confirmed": True}) == 150
+    # Nothing left unacked: a stopped consumer's unacked messages would be back in the queue.
+    assert await bus.queue_depth(names.inbound_queue) == 0
+    outcomes = [line["outcome"] for line in proc.log_lines() if "outcome" in line]
+    assert len(outcomes) == 300
