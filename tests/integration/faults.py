@@ -16,7 +16,8 @@ from tests.integration.harness import free_port
 class PrivateMongo:
     """A SecantusDB server of the test's own, on its own port and storage, to stop and restart."""
 
-    def __init__(self) -> None:
+    def __init__(self, *extra_args: str) -> None:
+        self.extra_args = extra_args
         self.port = free_port()
         self.storage = Path(tempfile.mkdtemp(prefix="speechjobs-faults-db-"))
         self.proc: asyncio.subprocess.Process | None = None
@@ -29,7 +30,7 @@ class PrivateMongo:
         server = Path(sys.executable).with_name("secantusd-py")
         self.proc = await asyncio.create_subprocess_exec(
             str(server), "--host", "127.0.0.1", "--port", str(self.port),
-            "--storage-path", str(self.storage), "--log-level", "WARNING",
+            "--storage-path", str(self.storage), "--log-level", "WARNING", *self.extra_args,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         for _ in range(200):
