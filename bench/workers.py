@@ -24,7 +24,7 @@ from consumer.errors import Rejection
 from consumer.normalize import Inbound, normalize
 from consumer.settings import Settings
 from consumer.state import apply, event_id, job_key
-from consumer.store import MongoStore
+from consumer.store import MongoStore, job_document
 from schemas.job import Job
 
 __all__ = ["KINDS", "main"]
@@ -222,7 +222,7 @@ async def _db_ceiling(
                 key = job_key(update.provider, update.task_id)
                 job = apply(state.get(key), update, now=now).job
                 state[key] = job
-                ops.append(ReplaceOne({"_id": key}, _document(key, job), upsert=True))
+                ops.append(ReplaceOne({"_id": key}, job_document(key, job), upsert=True))
         batches.append((len(chunk), ops))
     client = _mongo(settings)
     # The same collections and indexes speechjobs writes to: index upkeep is part of the database's cost.
@@ -234,15 +234,6 @@ async def _db_ceiling(
         tracker.acked(count)
     await stop.wait()
     await client.close()
-
-
-def _document(key: str, job: Job) -> dict[str, Any]:
-    """The document MongoStore writes for a job."""
-    doc = job.model_dump()
-    doc["_id"] = key
-    doc["status"] = job.status.value
-    doc["history"] = [{**h, "status": h["status"].value} for h in doc["history"]]
-    return doc
 
 
 KINDS = ("bare", "straightforward", "faststream", "db-ceiling")

@@ -16,7 +16,7 @@ from consumer.settings import Settings
 from consumer.state import Outcome, apply, job_key
 from schemas.job import Job, JobUpdate
 
-__all__ = ["JobStore", "MongoStore", "RawBody", "StoreConflict", "mongo_client"]
+__all__ = ["JobStore", "MongoStore", "RawBody", "StoreConflict", "job_document", "mongo_client"]
 
 log = logging.getLogger("speechjobs.store")
 
@@ -129,12 +129,14 @@ class MongoStore:
                 if job is None or job is before:
                     continue
                 if before is None:
-                    ops.append(InsertOne(_to_doc(key, job.model_copy(update={"version": 1}))))
+                    ops.append(InsertOne(job_document(key, job.model_copy(update={"version": 1}))))
                 else:
                     new = job.model_copy(update={"version": before.version + 1})
                     # upsert turns "someone else wrote first" into a duplicate-key error on this op.
                     ops.append(
-                        ReplaceOne({"_id": key, "version": before.version}, _to_doc(key, new), upsert=True)
+                        ReplaceOne(
+                            {"_id": key, "version": before.version}, job_document(key, new), upsert=True
+                        )
                     )
                 op_keys.append(key)
             pending = await self._write(ops, op_keys)
@@ -218,7 +220,8 @@ def mongo_client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
     )
 
 
-def _to_doc(key: str, job: Job) -> dict[str, Any]:
+def job_document(key: str, job: Job) -> dict[str, Any]:
+    """The BSON-ready document stored for a job."""
     doc = job.model_dump()
     doc["_id"] = key
     doc["status"] = job.status.value
