@@ -9,11 +9,10 @@ from typing import Any
 import pytest
 
 from consumer.adapters import aliyun_ice
-from consumer.decode import parse_document
 from consumer.errors import Rejection
 from consumer.normalize import Inbound, Normalized, normalize
 from schemas.job import JobError, JobStatus, JobUpdate
-from tests.conftest import FIXTURES, fixture_bytes
+from tests.conftest import fixture_bytes, fixture_json, parsed_fixtures
 
 GENERIC_JOB = "****20b48fb04483915d4f2cd8ac****"
 ASR_JOB = "******042d5e4db6866f6289d1******"
@@ -33,11 +32,6 @@ def run(name: str, routing_key: str = "callback.aliyun-ice", **headers: object) 
 
 def run_json(body: dict[str, Any], routing_key: str = "callback.aliyun-ice", **headers: object) -> Normalized:
     return normalize(Inbound(json.dumps(body).encode(), routing_key, headers))
-
-
-def load(name: str) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads(fixture_bytes(name))
-    return document
 
 
 def single(result: Normalized) -> JobUpdate:
@@ -103,7 +97,7 @@ def test_json_and_xml_agree_on_the_job() -> None:
 
 
 def test_user_id_number_or_string() -> None:
-    as_string = load("samples/ice_getsmarthandlejob_finished_1.json")
+    as_string = fixture_json("samples/ice_getsmarthandlejob_finished_1.json")
     assert isinstance(as_string["SmartJobInfo"]["UserId"], str)
     as_number = json.loads(json.dumps(as_string))
     as_number["SmartJobInfo"]["UserId"] = 1974526429000000
@@ -224,7 +218,7 @@ def test_failed_job_carries_the_error() -> None:
     [("Created", JobStatus.QUEUED), ("Executing", JobStatus.RUNNING), ("Finished", JobStatus.COMPLETED)],
 )
 def test_states(state: str, status: JobStatus) -> None:
-    body = load("constructed/aliyun_ice_smartjob_failed.json") | {"State": state}
+    body = fixture_json("constructed/aliyun_ice_smartjob_failed.json") | {"State": state}
     u = single(run_json(body))
     assert (u.status, u.provider_status, u.error) == (status, state, None)
     assert u.reported_at == datetime(2022, 1, 21, 6, 15, 19, tzinfo=UTC)
@@ -235,13 +229,13 @@ def test_states(state: str, status: JobStatus) -> None:
     ("job_type", "kind"), [("DynamicChart", "dynamic-chart"), ("SmartCut", "smart-cut"), ("", "smart-job")]
 )
 def test_other_job_types_are_kebab_cased(job_type: str, kind: str) -> None:
-    body = load("samples/ice_getsmarthandlejob_finished_1.json")
+    body = fixture_json("samples/ice_getsmarthandlejob_finished_1.json")
     body["SmartJobInfo"]["JobType"] = job_type
     assert single(run_json(body)).kind == kind
 
 
 def test_user_data_that_is_not_json_stays_text() -> None:
-    body = load("samples/ice_getsmarthandlejob_finished_1.json") | {"UserData": "order-42"}
+    body = fixture_json("samples/ice_getsmarthandlejob_finished_1.json") | {"UserData": "order-42"}
     assert single(run_json(body)).user_data == "order-42"
 
 
@@ -262,7 +256,7 @@ def test_listing_gives_one_update_per_entry() -> None:
 
 
 def test_listing_of_two() -> None:
-    body = load("samples/ice_listsmartjobs_finished_1.json")
+    body = fixture_json("samples/ice_listsmartjobs_finished_1.json")
     second = body["SmartJobList"][0] | {
         "JobId": "job-2",
         "JobState": "Executing",
@@ -281,7 +275,7 @@ def test_listing_of_two() -> None:
 
 
 def test_empty_listing_has_no_job() -> None:
-    body = load("samples/ice_listsmartjobs_finished_1.json") | {"SmartJobList": []}
+    body = fixture_json("samples/ice_listsmartjobs_finished_1.json") | {"SmartJobList": []}
     assert rejected(body).reason == "unknown-format"
 
 
@@ -289,21 +283,21 @@ def test_empty_listing_has_no_job() -> None:
 
 
 def test_job_without_job_id() -> None:
-    body = load("samples/ice_getsmarthandlejob_finished_1.json")
+    body = fixture_json("samples/ice_getsmarthandlejob_finished_1.json")
     del body["JobId"]
     exc = rejected(body, "", **{"x-provider": "aliyun-ice"})
     assert (exc.reason, exc.provider) == ("missing-task-id", "aliyun-ice")
 
 
 def test_job_id_from_the_relay_header() -> None:
-    body = load("samples/ice_getsmarthandlejob_finished_1.json")
+    body = fixture_json("samples/ice_getsmarthandlejob_finished_1.json")
     del body["JobId"]
     u = single(run_json(body, **{"x-task-id": "from-header"}))
     assert (u.task_id, u.status) == ("from-header", JobStatus.COMPLETED)
 
 
 def test_listing_entry_without_job_id() -> None:
-    body = load("samples/ice_listsmartjobs_finished_1.json")
+    body = fixture_json("samples/ice_listsmartjobs_finished_1.json")
     del body["SmartJobList"][0]["JobId"]
     assert rejected(body, **{"x-task-id": "not-for-a-list"}).reason == "missing-task-id"
 
@@ -322,13 +316,13 @@ def test_listing_entry_without_job_id() -> None:
     ],
 )
 def test_wrong_types_and_unknown_states(change: dict[str, Any]) -> None:
-    body = load("samples/ice_getsmarthandlejob_finished_1.json") | change
+    body = fixture_json("samples/ice_getsmarthandlejob_finished_1.json") | change
     exc = rejected(body)
     assert (exc.reason, exc.provider) == ("invalid-payload", "aliyun-ice")
 
 
 def test_unknown_listing_state() -> None:
-    body = load("samples/ice_listsmartjobs_finished_1.json")
+    body = fixture_json("samples/ice_listsmartjobs_finished_1.json")
     body["SmartJobList"][0]["JobState"] = "Queued"
     exc = rejected(body)
     assert exc.reason == "invalid-payload"
@@ -356,7 +350,7 @@ def test_event_fail_without_job_type() -> None:
 
 
 def test_event_with_unknown_status() -> None:
-    body = load("constructed/aliyun_ice_event_smartjob_success.json")
+    body = fixture_json("constructed/aliyun_ice_event_smartjob_success.json")
     body["MessageBody"]["Status"] = "Running"
     assert rejected(body).reason == "invalid-payload"
 
@@ -392,7 +386,7 @@ def test_vod_events_name_no_job(name: str, headers: dict[str, str]) -> None:
 
 
 def test_flat_event_with_a_job_id() -> None:
-    body = load("samples/aliyun_vod_event_producemediacomplete_fail_1.json") | {"JobId": "job-7"}
+    body = fixture_json("samples/aliyun_vod_event_producemediacomplete_fail_1.json") | {"JobId": "job-7"}
     u = single(run_json(body, ""))
     assert (u.task_id, u.status, u.provider_status) == ("job-7", JobStatus.FAILED, "fail")
     assert (u.kind, u.source, u.user_data, u.results) == (
@@ -429,20 +423,9 @@ def test_imm_notification_is_another_product() -> None:
     assert (exc.reason, exc.provider) == ("unknown-format", None)
 
 
-def _documents(*patterns: str) -> list[tuple[str, Any]]:
-    found = []
-    for pattern in patterns:
-        for path in sorted(FIXTURES.glob(pattern)):
-            if "malformed" in path.name or path.name == "aliyun_ims_event_fileuploadcomplete_success_1.json":
-                continue
-            document, _ = parse_document(path.read_bytes(), None, max_depth=64)
-            found.append((path.name, document))
-    return found
-
-
 @pytest.mark.parametrize(
     ("name", "document"),
-    _documents(
+    parsed_fixtures(
         "*/tingwu_*.json",
         "*/tencent_ci_*.xml",
         "*/tencent_ci_*.json",
@@ -454,6 +437,6 @@ def test_detect_leaves_other_vendors_alone(name: str, document: Any) -> None:
     assert not aliyun_ice.detect(document), name
 
 
-@pytest.mark.parametrize(("name", "document"), _documents("*/ice_*", "*/aliyun_ice_*", "*/aliyun_vod_*"))
+@pytest.mark.parametrize(("name", "document"), parsed_fixtures("*/ice_*", "*/aliyun_ice_*", "*/aliyun_vod_*"))
 def test_detect_recognises_ice(name: str, document: Any) -> None:
     assert aliyun_ice.detect(document), name

@@ -8,11 +8,10 @@ from typing import Any
 import pytest
 
 from consumer.adapters import huawei_metastudio
-from consumer.decode import parse_document
 from consumer.errors import Rejection
 from consumer.normalize import Inbound, Normalized, normalize
 from schemas.job import JobError, JobStatus, JobUpdate
-from tests.conftest import FIXTURES, fixture_bytes
+from tests.conftest import fixture_bytes, fixture_json, parsed_fixtures
 
 JOB = "1742255d667f46b9816d3aed0174a3e1"
 POLL_SOURCE = "huawei-metastudio.async-tts-job"
@@ -29,11 +28,6 @@ def run(name: str, routing_key: str = "", **headers: object) -> Normalized:
 
 def run_json(body: dict[str, Any], routing_key: str = "", **headers: object) -> Normalized:
     return normalize(Inbound(json.dumps(body).encode(), routing_key, headers))
-
-
-def load(name: str) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads(fixture_bytes(name))
-    return document
 
 
 def single(result: Normalized) -> JobUpdate:
@@ -80,7 +74,9 @@ def test_poll_succeed_with_task_id_header(name: str) -> None:
 
 
 def test_job_id_in_the_body_wins_over_the_header() -> None:
-    body = load("samples/huawei_metastudio_showasyncttsjob_succeed_1.json") | {"job_id": "relay-added"}
+    body = fixture_json("samples/huawei_metastudio_showasyncttsjob_succeed_1.json") | {
+        "job_id": "relay-added"
+    }
     u = single(run_json(body, **{"x-task-id": JOB}))
     assert (u.task_id, u.status) == ("relay-added", JobStatus.COMPLETED)
     assert single(run_json(body)).task_id == "relay-added"
@@ -157,7 +153,7 @@ def test_callback_error_without_code() -> None:
 
 
 def test_callback_error_with_code() -> None:
-    body = load("constructed/huawei_metastudio_callback_error.json") | {
+    body = fixture_json("constructed/huawei_metastudio_callback_error.json") | {
         "error_code": "MSS.000000001",
         "error_msg": "failed",
     }
@@ -224,25 +220,14 @@ def test_other_body_with_the_provider_header() -> None:
 # Detection
 
 
-def _documents(*patterns: str) -> list[tuple[str, Any]]:
-    found = []
-    for pattern in patterns:
-        for path in sorted(FIXTURES.glob(pattern)):
-            if "malformed" in path.name or path.name == "aliyun_ims_event_fileuploadcomplete_success_1.json":
-                continue
-            document, _ = parse_document(path.read_bytes(), None, max_depth=64)
-            found.append((path.name, document))
-    return found
-
-
-@pytest.mark.parametrize(("name", "document"), _documents("*/huawei_*.json"))
+@pytest.mark.parametrize(("name", "document"), parsed_fixtures("*/huawei_*.json"))
 def test_detect_recognises_metastudio(name: str, document: Any) -> None:
     assert huawei_metastudio.detect(document), name
 
 
 @pytest.mark.parametrize(
     ("name", "document"),
-    _documents("*/tingwu_*.json", "*/tencent_ci_*.xml", "*/tencent_ci_*.json", "*/ice_*", "*/aliyun_*"),
+    parsed_fixtures("*/tingwu_*.json", "*/tencent_ci_*.xml", "*/tencent_ci_*.json", "*/ice_*", "*/aliyun_*"),
 )
 def test_detect_leaves_other_vendors_alone(name: str, document: Any) -> None:
     assert not huawei_metastudio.detect(document), name
