@@ -21,9 +21,9 @@ from consumer.http import serve
 from consumer.pipeline import Pipeline
 from consumer.publisher import Publisher
 from consumer.settings import Settings
-from consumer.store import JobStore, MongoStore, mongo_client
+from consumer.store import JobStore, MongoStore
 
-__all__ = ["Service", "mongo_client"]
+__all__ = ["Service"]
 
 log = logging.getLogger("speechjobs.service")
 
