@@ -22,6 +22,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.jobs: dict[str, bytes] = {}
         self.raw: dict[str, tuple[RawBody, set[str]]] = {}
+        self.confirmed: dict[str, datetime] = {}
 
     async def setup(self) -> None:
         return None
@@ -47,13 +48,11 @@ class MemoryStore:
         return outcomes
 
     async def confirm(self, events: Sequence[tuple[str, str]], now: datetime) -> None:
-        for key, event_id in events:
-            job = self._get(key)
-            if job is None or job.event is None or job.event.event_id != event_id or job.event.confirmed:
-                continue
-            event = job.event.model_copy(update={"confirmed": True, "confirmed_at": now})
-            confirmed = job.model_copy(update={"event": event, "version": job.version + 1})
-            self.jobs[key] = confirmed.model_dump_json().encode()
+        for _, event_id in events:
+            self.confirmed.setdefault(event_id, now)
+
+    async def published(self, event_ids: Sequence[str]) -> set[str]:
+        return {event_id for event_id in event_ids if event_id in self.confirmed}
 
     def _get(self, key: str) -> Job | None:
         raw = self.jobs.get(key)

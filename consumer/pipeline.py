@@ -25,7 +25,7 @@ from consumer.publisher import DeadLetter, OutboundEvent, Publisher
 from consumer.settings import Settings
 from consumer.state import Outcome, job_key
 from consumer.store import JobStore, RawBody, StoreConflict
-from schemas.job import JobUpdate
+from schemas.job import EventRecord, JobUpdate
 
 __all__ = ["Pipeline"]
 
@@ -134,19 +134,26 @@ class Pipeline:
             self._retry("mongodb", lambda: self._store.save_raw(raws)),
         )
         events: dict[str, tuple[str, OutboundEvent]] = {}
+        orphans: set[str] = set()
         for item, outcome in zip(owners, outcomes, strict=True):
             self._account(item, outcome)
-            if outcome.event is not None and self._owns(item, outcome):
+            event = outcome.event
+            if event is None or event.event_id in events:
+                continue
+            owned = event.owner == item.token
+            if owned or self._may_be_orphaned(item, event):
                 job = outcome.job
-                events[outcome.event.event_id] = (
+                traceparent = header_text(item.message.headers, "traceparent")
+                events[event.event_id] = (
                     job_key(job.provider, job.task_id),
-                    OutboundEvent(
-                        outcome.event,
-                        job.provider,
-                        job.kind,
-                        header_text(item.message.headers, "traceparent"),
-                    ),
+                    OutboundEvent(event, job.provider, job.kind, traceparent),
                 )
+                if not owned:
+                    orphans.add(event.event_id)
+        if orphans:
+            published = await self._retry("mongodb", lambda: self._store.published(sorted(orphans)))
+            for event_id in orphans & published:
+                del events[event_id]
         if not events:
             return
         outbound = [event for _, event in events.values()]
@@ -155,23 +162,17 @@ class Pipeline:
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
         confirmed = [(key, eid) for eid, (key, _) in events.items()]
         await self._retry("mongodb", lambda: self._store.confirm(confirmed, datetime.now(UTC)))
-        for event in outbound:
-            metrics.EVENTS.labels(event.provider, event.record.routing_key).inc()
+        for sent in outbound:
+            metrics.EVENTS.labels(sent.provider, sent.record.routing_key).inc()
 
-    def _owns(self, item: _Item, outcome: Outcome) -> bool:
-        """Whether this message must (re)publish the job's unconfirmed event.
+    def _may_be_orphaned(self, item: _Item, event: EventRecord) -> bool:
+        """Whether this delivery must republish another delivery's event, unless its confirm is logged.
 
-        The delivery whose write created the event stays unacked until the event is confirmed, so a
+        The delivery whose write created the event stays unacked until the confirm is logged, so a
         fresh duplicate arriving meanwhile leaves publishing to it. A redelivery may be that very
-        message after a crash, and an old unconfirmed event means its owner is gone: both publish.
+        message after a crash, and an event older than the lease means its owner is gone.
         """
-        event = outcome.event
-        assert event is not None
-        return (
-            event.owner == item.token
-            or item.message.redelivered
-            or item.received_at - event.created_at > self._lease
-        )
+        return item.message.redelivered or item.received_at - event.created_at > self._lease
 
     async def _timed_store(self, updates: list[tuple[JobUpdate, datetime, str]]) -> list[Outcome]:
         started = time.perf_counter()

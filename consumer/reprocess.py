@@ -118,6 +118,7 @@ class _Reprocess:
         # Per job: its last changed outcome and, for a new transition, the one event it owes.
         changed: dict[str, Outcome] = {}
         events: dict[str, OutboundEvent] = {}
+        orphans: dict[str, str] = {}  # event id -> job key, for events another delivery created
         for outcome in outcomes:
             job = outcome.job
             key = job_key(job.provider, job.task_id)
@@ -127,15 +128,19 @@ class _Reprocess:
             if outcome.kind in ("new", "transition"):
                 report.transitions += 1
             # New transitions, and events whose owner died before the confirm (older than the lease).
-            if outcome.event is not None and (
-                outcome.event.owner == token or now - outcome.event.created_at > self._lease
-            ):
+            event = outcome.event
+            if event is not None and (event.owner == token or now - event.created_at > self._lease):
                 traceparent = header_text(headers, "traceparent")
-                events[key] = OutboundEvent(outcome.event, job.provider, job.kind, traceparent)
+                events[key] = OutboundEvent(event, job.provider, job.kind, traceparent)
+                if event.owner != token:
+                    orphans[event.event_id] = key
+        if orphans:
+            for event_id in await self._store.published(list(orphans)):
+                events.pop(orphans[event_id], None)
         verb = "would update" if self._publisher is None else "updated"
         for key, outcome in changed.items():
-            event = f" (event {events[key].record.routing_key})" if key in events else ""
-            self._say(f"{verb} {key}: {before.get(key) or 'new'} -> {outcome.job.status.value}{event}")
+            note = f" (event {events[key].record.routing_key})" if key in events else ""
+            self._say(f"{verb} {key}: {before.get(key) or 'new'} -> {outcome.job.status.value}{note}")
         await self._publish(events)
 
     async def _statuses(self, keys: list[str]) -> dict[str, str]:

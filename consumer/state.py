@@ -22,7 +22,11 @@ OutcomeKind = Literal["new", "transition", "merged", "duplicate", "late", "confl
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """The job after one update, what happened, and the event that must be (re)published, if any."""
+    """The job after one update, what happened, and the job's event, if it has one.
+
+    Whether this delivery (re)publishes that event is the pipeline's call: it owns a new event, and
+    may have to republish one whose owner is gone unless the store logged its confirm.
+    """
 
     job: Job
     kind: OutcomeKind
@@ -54,7 +58,7 @@ def apply(current: Job | None, update: JobUpdate, *, now: datetime, owner: str =
     )
     if current is None:
         job = _with_event(_new_job(update, entry, now), now, owner)
-        return Outcome(job, "new", True, _pending(job))
+        return Outcome(job, "new", True, job.event)
 
     seen = any(
         h.status == update.status and h.provider_status == update.provider_status for h in current.history
@@ -99,9 +103,9 @@ def apply(current: Job | None, update: JobUpdate, *, now: datetime, owner: str =
         )
         kind = "merged" if update.status.rank == current.status.rank else "late"
     if job == current:
-        return Outcome(current, "duplicate", False, _pending(current))
+        return Outcome(current, "duplicate", False, current.event)
     job = job.model_copy(update={"updated_at": now})
-    return Outcome(job, kind, True, _pending(job))
+    return Outcome(job, kind, True, job.event)
 
 
 def _new_job(update: JobUpdate, entry: HistoryEntry, now: datetime) -> Job:
@@ -159,7 +163,3 @@ def _with_event(job: Job, now: datetime, owner: str) -> Job:
         owner=owner,
     )
     return job.model_copy(update={"event": record})
-
-
-def _pending(job: Job) -> EventRecord | None:
-    return job.event if job.event is not None and not job.event.confirmed else None

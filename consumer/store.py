@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from pymongo import AsyncMongoClient, IndexModel, InsertOne, ReplaceOne, UpdateOne
+from pymongo import AsyncMongoClient, IndexModel, InsertOne, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
@@ -47,6 +47,7 @@ class JobStore(Protocol):
     async def close(self) -> None: ...
     async def apply(self, updates: Sequence[tuple[JobUpdate, datetime, str]]) -> list[Outcome]: ...
     async def confirm(self, events: Sequence[tuple[str, str]], now: datetime) -> None: ...
+    async def published(self, event_ids: Sequence[str]) -> set[str]: ...
     async def save_raw(self, bodies: Sequence[RawBody]) -> None: ...
     async def ping(self) -> None: ...
 
@@ -67,6 +68,9 @@ class MongoStore:
         db = client[database]
         self.jobs: AsyncCollection[dict[str, Any]] = db["jobs"]
         self.raw: AsyncCollection[dict[str, Any]] = db["raw_bodies"]
+        # Confirms are inserted into a log of their own, not set on the job: an insert of a small
+        # document costs a fraction of rewriting the job, and never races the job's versioned writes.
+        self.published_events: AsyncCollection[dict[str, Any]] = db["published_events"]
         self._raw_max = raw_body_max_bytes
         self._retention = raw_retention
         self._max_attempts = max_attempts
@@ -91,6 +95,8 @@ class MongoStore:
                 IndexModel([("status", 1), ("updated_at", -1)], name="status_updated"),
             ]
         )
+        # Every message inserts a raw body, so each index here is paid on the hot path: a reprocess by
+        # provider walks `retention` by time and filters, one by task uses `task_ids`.
         await self.raw.create_indexes(
             [
                 IndexModel(
@@ -98,7 +104,6 @@ class MongoStore:
                     name="retention",
                     expireAfterSeconds=int(self._retention.total_seconds()),
                 ),
-                IndexModel([("provider", 1), ("received_at", 1)], name="provider_received"),
                 IndexModel([("task_ids", 1)], name="task_ids"),
             ]
         )
@@ -158,32 +163,36 @@ class MongoStore:
         return []
 
     async def confirm(self, events: Sequence[tuple[str, str]], now: datetime) -> None:
-        """Record broker confirms; the version bump makes concurrent writers re-read the flag."""
+        """Log the broker's confirm of (job key, event id) pairs; an event confirmed twice is logged once."""
         if not events:
             return
-        await self.jobs.bulk_write(
-            [
-                # A job's event is set once and never replaced, so the key alone finds it: the
-                # cheapest update there is.
-                UpdateOne(
-                    {"_id": key},
-                    {"$set": {"event.confirmed": True, "event.confirmed_at": now}, "$inc": {"version": 1}},
-                )
-                for key, _ in events
-            ],
-            ordered=False,
-        )
+        docs = [{"_id": event_id, "job_id": key, "confirmed_at": now} for key, event_id in events]
+        await self._insert_new(self.published_events, docs)
+
+    async def published(self, event_ids: Sequence[str]) -> set[str]:
+        """The ids among `event_ids` whose confirm is logged."""
+        if not event_ids:
+            return set()
+        cursor = self.published_events.find({"_id": {"$in": list(event_ids)}}, {"_id": 1})
+        return {doc["_id"] async for doc in cursor}
+
+    async def _insert_new(
+        self, collection: AsyncCollection[dict[str, Any]], docs: list[dict[str, Any]]
+    ) -> None:
+        """Insert documents keyed by content; one already there (another writer's) is not an error."""
+        try:
+            await collection.bulk_write([InsertOne(doc) for doc in docs], ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != _DUPLICATE_KEY for e in errors) or exc.details.get("writeConcernErrors"):
+                raise
 
     async def save_raw(self, bodies: Sequence[RawBody]) -> None:
         """Insert bodies not seen before; a vendor's identical retry has the same sha256 and is skipped."""
         fresh = {b.sha256: b for b in bodies if b.sha256 not in self._recent_raw}
         if not fresh:
             return
-        try:
-            await self.raw.bulk_write([InsertOne(self._raw_doc(b)) for b in fresh.values()], ordered=False)
-        except BulkWriteError as exc:
-            if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
-                raise
+        await self._insert_new(self.raw, [self._raw_doc(b) for b in fresh.values()])
         for sha in fresh:
             self._recent_raw[sha] = None
         while len(self._recent_raw) > _RECENT_RAW:

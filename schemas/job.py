@@ -108,15 +108,13 @@ class HistoryEntry(_Frozen):
 
 
 class EventRecord(_Frozen):
-    """The job's outbound event and whether the broker confirmed it (an outbox of one)."""
+    """The job's outbound event (an outbox of one); the store logs each broker confirm apart from it."""
 
     event_id: str
     routing_key: str
     body: str = Field(description="The serialized JobEvent, published verbatim on every retry")
     created_at: AwareDatetime
     owner: str = Field(default="", description="The delivery whose write created the event")
-    confirmed: bool = False
-    confirmed_at: AwareDatetime | None = None
 
 
 class Job(_JobFields):

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
 AMQP_URL = os.environ.get("SPEECHJOBS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
@@ -216,3 +217,18 @@ class Bus:
 
 def mongo() -> AsyncMongoClient[dict[str, Any]]:
     return AsyncMongoClient(mongodb_url(), tz_aware=True)
+
+
+DB = AsyncDatabase[dict[str, Any]]
+
+
+async def published_ids(db: DB) -> set[str]:
+    """Ids of the events whose broker confirm the service logged."""
+    return {doc["_id"] async for doc in db.published_events.find({}, {"_id": 1})}
+
+
+async def jobs_with_published_event(db: DB, query: Mapping[str, Any] | None = None) -> int:
+    """How many jobs matching `query` have an event whose broker confirm is logged."""
+    published = await published_ids(db)
+    cursor = db.jobs.find({**(query or {}), "event": {"$ne": None}}, {"event.event_id": 1})
+    return sum([1 async for doc in cursor if doc["event"]["event_id"] in published])

@@ -6,15 +6,13 @@ import asyncio
 import json
 from typing import Any
 
-from pymongo.asynchronous.database import AsyncDatabase
-
 from consumer.state import event_id
 from schemas.event import JobEvent
 from schemas.job import JobStatus
 from tests.conftest import fixture_bytes
-from tests.integration.harness import Bus, Names, ServiceProcess
+from tests.integration.faults import tingwu_body
+from tests.integration.harness import DB, Bus, Names, ServiceProcess, published_ids
 
-DB = AsyncDatabase[dict[str, Any]]
 SEED_TASK = "e8adc0b3bc4b42d898fcadb0********"
 
 
@@ -24,7 +22,7 @@ async def wait_for_doc(db: DB, key: str, *, status: str | None = None, timeout: 
         if (
             doc is not None
             and (status is None or doc["status"] == status)
-            and (doc.get("event") is None or doc["event"]["confirmed"])
+            and (doc.get("event") is None or doc["event"]["event_id"] in await published_ids(db))
         ):
             return doc
         await asyncio.sleep(0.05)
@@ -50,7 +48,7 @@ async def test_progressive_updates_to_one_job_and_one_event(
     assert doc["error"] is None
     assert set(doc["results"]) == {"Transcription", "AutoChapters"}
     assert [(h["status"], h["applied"]) for h in doc["history"]] == [("running", True), ("completed", True)]
-    assert doc["event"]["confirmed"] is True
+    assert await published_ids(db) == {doc["event"]["event_id"]}
     assert doc["created_at"] <= doc["updated_at"]
 
     events = await bus.drain(names.events_queue, expect=1)
@@ -146,3 +144,31 @@ async def test_console_ping_is_acked_and_logged(
         line.get("outcome") for line in service.log_lines() if line.get("logger") == "speechjobs.pipeline"
     ]
     assert outcomes == ["ignored", "stored"]
+
+
+async def test_a_late_retry_republishes_only_an_event_whose_confirm_is_not_logged(
+    bus: Bus, names: Names, db: DB
+) -> None:
+    # A 0.2 s publish timeout makes the lease (3x) short enough to outlive in a test.
+    proc = ServiceProcess(names, SPEECHJOBS_PUBLISH_TIMEOUT_S="0.2")
+    await proc.start()
+    try:
+        body = tingwu_body(3, "COMPLETED")
+        await bus.publish(body, "callback.tingwu")
+        (first,) = await bus.drain(names.events_queue, expect=1)
+        await asyncio.sleep(0.7)
+        await bus.publish(body, "callback.tingwu")  # the vendor's retry, after the lease
+        assert await bus.drain(names.events_queue, expect=0, settle=1.5) == []
+
+        # The confirm was lost (say the writer died between the broker's confirm and the log):
+        # the next retry after the lease takes over the event and publishes it once more.
+        assert (await db.published_events.delete_many({})).deleted_count == 1
+        await bus.publish(body, "callback.tingwu")
+        await bus.publish(body, "callback.tingwu")
+        again = await bus.drain(names.events_queue, expect=1, settle=1.5)
+        assert [e.message_id for e in again] == [first.message_id]
+        assert await published_ids(db) == {first.message_id}
+    finally:
+        assert await proc.stop() == 0
+    outcomes = [line["outcome"] for line in proc.log_lines() if "outcome" in line]
+    assert outcomes == ["stored", "duplicate", "duplicate", "duplicate"]

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
-
-from pymongo.asynchronous.database import AsyncDatabase
 
 from consumer.errors import Rejection
 from consumer.normalize import Inbound, normalize
 from tests.conftest import FIXTURES
 from tests.integration.faults import tingwu_body
-from tests.integration.harness import Bus, Names, ServiceProcess
-
-DB = AsyncDatabase[dict[str, Any]]
+from tests.integration.harness import DB, Bus, Names, ServiceProcess, jobs_with_published_event
 
 
 def all_fixtures() -> list[Path]:
@@ -73,7 +68,7 @@ async def test_two_replicas_on_one_queue_publish_one_event_per_transition(
     ids = [e.message_id for e in events]
     assert len(set(ids)) == len(tasks)
     assert len(ids) == len(tasks), f"{len(ids) - len(set(ids))} duplicate events"
-    assert await db.jobs.count_documents({"status": "completed", "event.confirmed": True}) == len(tasks)
+    assert await jobs_with_published_event(db, {"status": "completed"}) == len(tasks)
     handled = [
         sum(1 for line in r.log_lines() if line.get("logger") == "speechjobs.pipeline") for r in replicas
     ]
@@ -92,7 +87,7 @@ async def test_batches_in_flight_ack_everything_exactly_once(bus: Bus, names: Na
     finally:
         assert await proc.stop() == 0
     assert len(events) == len({e.message_id for e in events}) == 150
-    assert await db.jobs.count_documents({"status": "completed", "event.confirmed": True}) == 150
+    assert await jobs_with_published_event(db, {"status": "completed"}) == 150
     # Nothing left unacked: a stopped consumer's unacked messages would be back in the queue.
     assert await bus.queue_depth(names.inbound_queue) == 0
     outcomes = [line["outcome"] for line in proc.log_lines() if "outcome" in line]

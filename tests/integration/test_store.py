@@ -41,7 +41,7 @@ async def test_two_updates_of_one_task_in_one_batch_fold_into_one_write(store: M
     assert doc["results"] == {"Transcription": "t", "AutoChapters": "c"}
     assert [h["status"] for h in doc["history"]] == ["running", "completed"]
     assert doc["event"]["owner"] == "a"
-    assert doc["event"]["confirmed"] is False
+    assert await store.published([doc["event"]["event_id"]]) == set()
 
 
 async def test_duplicates_and_out_of_order_within_one_batch(store: MongoStore) -> None:
@@ -92,15 +92,21 @@ async def test_concurrent_writers_apply_each_transition_once(store: MongoStore, 
         assert [h["status"] for h in doc["history"]] == ["running", "completed"]
 
 
-async def test_confirm_records_the_flag_and_bumps_the_version(store: MongoStore) -> None:
+async def test_confirms_are_logged_once_beside_the_job(store: MongoStore) -> None:
     (outcome,) = await store.apply([(make_update(COMPLETED), T0, "a")])
     assert outcome.event is not None
-    await store.confirm([("tingwu:t1", outcome.event.event_id)], T0)
+    event_id = outcome.event.event_id
+    await store.confirm([("tingwu:t1", event_id)], T0)
+    # A second replica republishing the same event after a crash logs its confirm again.
+    await store.confirm([("tingwu:t1", event_id), ("tingwu:t2", "other")], T0 + timedelta(seconds=1))
+    logged = [doc async for doc in store.published_events.find({}).sort("_id", 1)]
+    assert [(d["_id"], d["job_id"], d["confirmed_at"]) for d in logged] == sorted(
+        [(event_id, "tingwu:t1", T0), ("other", "tingwu:t2", T0 + timedelta(seconds=1))]
+    )
+    assert await store.published([event_id, "unknown"]) == {event_id}
     doc = await store.jobs.find_one({"_id": "tingwu:t1"})
     assert doc is not None
-    assert (doc["event"]["confirmed"], doc["version"]) == (True, 2)
-    (again,) = await store.apply([(make_update(COMPLETED), T0, "b")])
-    assert again.event is None
+    assert doc["version"] == 1, "a confirm does not rewrite the job"
 
 
 async def test_raw_bodies_are_kept_once_with_a_size_cap(store: MongoStore) -> None:

@@ -135,13 +135,13 @@ def test_cancelled_publishes_job_failed() -> None:
     assert out.event.routing_key == "job.failed"
 
 
-def test_confirmed_event_is_not_pending() -> None:
-    done = apply(None, make_update(COMPLETED), now=T0).job
-    assert done.event is not None
-    confirmed = done.model_copy(update={"event": done.event.model_copy(update={"confirmed": True})})
-    again = apply(confirmed, make_update(COMPLETED), now=T1)
-    assert again.event is None
+def test_a_duplicate_completion_carries_the_event_of_its_first_owner() -> None:
+    done = apply(None, make_update(COMPLETED), now=T0, owner="first").job
+    again = apply(done, make_update(COMPLETED), now=T1, owner="second")
     assert again.kind == "duplicate"
+    assert again.event is done.event
+    assert again.event is not None
+    assert (again.event.owner, again.event.created_at) == ("first", T0)
 
 
 def test_fields_fill_in_but_are_not_overwritten() -> None:
