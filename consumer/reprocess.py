@@ -17,7 +17,7 @@ from consumer.state import Outcome, apply, job_key
 from consumer.store import MongoStore
 from schemas.job import Job, JobUpdate
 
-__all__ = ["ReprocessReport", "raw_query", "reprocess"]
+__all__ = ["ReprocessReport", "reprocess"]
 
 
 @dataclass(slots=True)
@@ -29,17 +29,6 @@ class ReprocessReport:
     rejected: int = 0
     ignored: int = 0
     not_kept: int = 0
-
-
-def raw_query(*, provider: str | None, since: datetime | None, task_id: str | None) -> dict[str, Any]:
-    query: dict[str, Any] = {}
-    if provider is not None:
-        query["provider"] = provider
-    if since is not None:
-        query["received_at"] = {"$gte": since}
-    if task_id is not None:
-        query["task_ids"] = task_id
-    return query
 
 
 async def reprocess(
@@ -62,8 +51,7 @@ async def reprocess(
                 broker.topology.events, broker.topology.dead_letter, timeout=settings.publish_timeout_s
             )
         run = _Reprocess(settings, store, publisher, say)
-        cursor = store.raw.find(raw_query(provider=provider, since=since, task_id=task_id))
-        async for doc in cursor.sort("received_at", 1):
+        async for doc in store.raw_bodies(provider=provider, since=since, task_id=task_id):
             await run.body(doc)
         return run.report
     finally:
@@ -90,7 +78,7 @@ class _Reprocess:
     async def body(self, doc: Mapping[str, Any]) -> None:
         report = self.report
         report.bodies += 1
-        name = f"{str(doc['_id'])[:12]} ({doc.get('provider')})"
+        name = f"{str(doc['sha256'])[:12]} ({doc.get('provider')})"
         if doc.get("body") is None:
             report.not_kept += 1
             self._say(f"{name}: body over the size cap was not kept, skipped")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -63,6 +64,7 @@ class MongoStore:
         raw_body_max_bytes: int = 262_144,
         raw_retention: timedelta = timedelta(days=30),
         max_attempts: int = 20,
+        raw_chunk_max_bytes: int = 8 << 20,  # of kept bodies: well under MongoDB's 16 MiB document limit
     ) -> None:
         self.client = client
         db = client[database]
@@ -72,6 +74,7 @@ class MongoStore:
         # document costs a fraction of rewriting the job, and never races the job's versioned writes.
         self.published_events: AsyncCollection[dict[str, Any]] = db["published_events"]
         self._raw_max = raw_body_max_bytes
+        self._chunk_max = raw_chunk_max_bytes
         self._retention = raw_retention
         self._max_attempts = max_attempts
         self._recent_raw: dict[str, None] = {}  # insertion-ordered: the oldest goes first
@@ -95,8 +98,7 @@ class MongoStore:
                 IndexModel([("status", 1), ("updated_at", -1)], name="status_updated"),
             ]
         )
-        # Every message inserts a raw body, so each index here is paid on the hot path: a reprocess by
-        # provider walks `retention` by time and filters, one by task uses `task_ids`.
+        # A reprocess by provider walks `retention` by time and filters; one by task uses `task_ids`.
         await self.raw.create_indexes(
             [
                 IndexModel(
@@ -188,20 +190,43 @@ class MongoStore:
                 raise
 
     async def save_raw(self, bodies: Sequence[RawBody]) -> None:
-        """Insert bodies not seen before; a vendor's identical retry has the same sha256 and is skipped."""
+        """Archive the bodies not seen lately, a batch's bodies in one document (a chunk).
+
+        One document a batch rather than one a body: the indexes are paid once per chunk, which
+        matters on the hottest insert there is. A vendor's identical retry (same sha256) is skipped.
+        """
         fresh = {b.sha256: b for b in bodies if b.sha256 not in self._recent_raw}
         if not fresh:
             return
-        await self._insert_new(self.raw, [self._raw_doc(b) for b in fresh.values()])
+        chunks: list[list[RawBody]] = [[]]
+        size = 0
+        for raw in fresh.values():
+            kept = len(raw.body) if len(raw.body) <= self._raw_max else 0
+            if chunks[-1] and size + kept > self._chunk_max:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(raw)
+            size += kept
+        await self._insert_new(self.raw, [self._chunk_doc(chunk) for chunk in chunks])
         for sha in fresh:
             self._recent_raw[sha] = None
         while len(self._recent_raw) > _RECENT_RAW:
             del self._recent_raw[next(iter(self._recent_raw))]
 
-    def _raw_doc(self, raw: RawBody) -> dict[str, Any]:
+    def _chunk_doc(self, chunk: Sequence[RawBody]) -> dict[str, Any]:
+        return {
+            # From its bodies, so that a retried insert of the same chunk is a no-op.
+            "_id": hashlib.sha256("".join(raw.sha256 for raw in chunk).encode()).hexdigest(),
+            "received_at": min(raw.received_at for raw in chunk),
+            "providers": sorted({raw.provider for raw in chunk}),
+            "task_ids": sorted({task for raw in chunk for task in raw.task_ids}),
+            "bodies": [self._body_entry(raw) for raw in chunk],
+        }
+
+    def _body_entry(self, raw: RawBody) -> dict[str, Any]:
         kept = len(raw.body) <= self._raw_max
         return {
-            "_id": raw.sha256,
+            "sha256": raw.sha256,
             "body": raw.body if kept else None,
             "truncated": not kept,
             "size": len(raw.body),
@@ -213,8 +238,29 @@ class MongoStore:
             "received_at": raw.received_at,
         }
 
-    async def raw_bodies(self, query: dict[str, Any]) -> Iterable[dict[str, Any]]:
-        return [doc async for doc in self.raw.find(query).sort("received_at", 1)]
+    async def raw_bodies(
+        self, *, provider: str | None = None, since: datetime | None = None, task_id: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The archived bodies that match, oldest first, each distinct body once."""
+        query: dict[str, Any] = {}
+        if provider is not None:
+            query["providers"] = provider
+        if since is not None:
+            query["received_at"] = {"$gte": since}
+        if task_id is not None:
+            query["task_ids"] = task_id
+        seen: set[str] = set()
+        async for chunk in self.raw.find(query).sort("received_at", 1):
+            for body in chunk["bodies"]:
+                if (
+                    body["sha256"] in seen
+                    or (provider is not None and body["provider"] != provider)
+                    or (task_id is not None and task_id not in body["task_ids"])
+                    or (since is not None and body["received_at"] < since)
+                ):
+                    continue
+                seen.add(body["sha256"])
+                yield body
 
 
 def mongo_client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:

@@ -427,7 +427,7 @@ async def test_reprocess_publishes_only_new_transitions(
         await bus.publish(fixture_bytes(name), "callback.tingwu")
     known = await wait_job(db, f"tingwu:{SEED_TASK}", "completed")
     assert len(await bus.drain(names.events_queue, expect=1, settle=0.5)) == 1
-    assert await db.raw_bodies.count_documents({}) == 2
+    assert sum([len(chunk["bodies"]) async for chunk in db.raw_bodies.find({})]) == 2
 
     unchanged = await cli("reprocess")
     assert unchanged.code == 0, unchanged.err
@@ -438,20 +438,21 @@ async def test_reprocess_publishes_only_new_transitions(
 
     # A body the service stored but that only now yields a job (as after a parser fix).
     body = fixture_bytes("seeds/tingwu_poll_failed.json")
-    await db.raw_bodies.insert_one(
-        {
-            "_id": hashlib.sha256(body).hexdigest(),
-            "body": body,
-            "truncated": False,
-            "size": len(body),
-            "routing_key": "poll.tingwu",
-            "content_type": "application/json",
-            "headers": {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
-            "provider": "tingwu",
-            "task_ids": [POLL_FAILED_TASK],
-            "received_at": datetime.now(UTC),
-        }
-    )
+    now = datetime.now(UTC)
+    entry = {
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "body": body,
+        "truncated": False,
+        "size": len(body),
+        "routing_key": "poll.tingwu",
+        "content_type": "application/json",
+        "headers": {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        "provider": "tingwu",
+        "task_ids": [POLL_FAILED_TASK],
+        "received_at": now,
+    }
+    chunk = {"_id": "manual", "received_at": now, "providers": ["tingwu"], "task_ids": [POLL_FAILED_TASK]}
+    await db.raw_bodies.insert_one({**chunk, "bodies": [entry]})
     key = f"tingwu:{POLL_FAILED_TASK}"
     dry = await cli("reprocess", "--dry-run")
     assert dry.code == 0, dry.err

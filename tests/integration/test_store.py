@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -113,10 +114,54 @@ async def test_raw_bodies_are_kept_once_with_a_size_cap(store: MongoStore) -> No
     small = RawBody("a" * 64, b"tiny", "callback.tingwu", None, {}, "tingwu", ("t1",), T0)
     large = RawBody("b" * 64, b"x" * 100, "callback.tingwu", None, {}, "tingwu", ("t2",), T0)
     await store.save_raw([small, large, small])
-    docs = {d["_id"]: d async for d in store.raw.find({})}
-    assert docs["a" * 64]["body"] == b"tiny"
-    assert docs["b" * 64]["body"] is None
-    assert docs["b" * 64]["truncated"] is True
-    assert docs["b" * 64]["size"] == 100
+    (chunk,) = [d async for d in store.raw.find({})]
+    assert (chunk["received_at"], chunk["providers"], chunk["task_ids"]) == (T0, ["tingwu"], ["t1", "t2"])
+    bodies = {b["sha256"]: b for b in chunk["bodies"]}
+    assert len(chunk["bodies"]) == 2
+    assert bodies["a" * 64]["body"] == b"tiny"
+    assert bodies["b" * 64]["body"] is None
+    assert bodies["b" * 64]["truncated"] is True
+    assert bodies["b" * 64]["size"] == 100
+    await store.save_raw([small])  # seen lately: not archived again
+    assert await store.raw.count_documents({}) == 1
     indexes = await store.raw.index_information()
     assert indexes["retention"]["expireAfterSeconds"] == 30 * 86400
+
+
+async def test_raw_bodies_read_back_oldest_first_filtered_and_each_once(
+    store: MongoStore, names: Names
+) -> None:
+    def raw(sha: str, provider: str, tasks: tuple[str, ...], at: datetime, size: int = 4) -> RawBody:
+        return RawBody(sha * 64, b"x" * size, f"callback.{provider}", None, {}, provider, tasks, at)
+
+    t1 = T0 + timedelta(minutes=1)
+    await store.save_raw([raw("b", "tencent-ci", ("j1", "j2"), t1), raw("c", "tingwu", ("t2",), t1)])
+    await store.save_raw([raw("a", "tingwu", ("t1",), T0)])
+    # Another replica archives a body this one already did: read back once all the same.
+    other = MongoStore(mongo(), names.mongodb_database, raw_body_max_bytes=10)
+    t2 = T0 + timedelta(minutes=2)
+    await other.save_raw([raw("a", "tingwu", ("t1",), t2), raw("d", "tingwu", ("t1",), t2)])
+    await other.close()
+
+    async def shas(**selection: Any) -> list[str]:
+        return [body["sha256"][0] async for body in store.raw_bodies(**selection)]
+
+    assert await shas() == ["a", "b", "c", "d"]
+    assert await shas(provider="tingwu") == ["a", "c", "d"]
+    assert await shas(task_id="j2") == ["b"]
+    assert await shas(task_id="t1") == ["a", "d"]
+    assert await shas(since=t1) == ["b", "c", "a", "d"]
+    assert await shas(provider="tencent-ci", since=t1, task_id="t2") == []
+
+
+async def test_raw_chunks_stay_under_their_size_cap(names: Names) -> None:
+    store = MongoStore(mongo(), names.mongodb_database, raw_chunk_max_bytes=10)
+    bodies = [
+        RawBody(str(i) * 64, b"x" * 4, "callback.tingwu", None, {}, "tingwu", (f"t{i}",), T0)
+        for i in range(5)
+    ]
+    await store.save_raw(bodies)
+    sizes = sorted([len(chunk["bodies"]) async for chunk in store.raw.find({})])
+    await store.client.drop_database(names.mongodb_database)
+    await store.close()
+    assert sizes == [1, 2, 2]

@@ -24,7 +24,6 @@ from consumer.dlq import (
     pretty_body,
     replay_headers,
 )
-from consumer.reprocess import raw_query
 from tests.conftest import fixture_bytes
 
 NOW = datetime(2025, 11, 25, 12, 0, tzinfo=UTC)
@@ -287,15 +286,6 @@ def test_long_binary_is_cut() -> None:
     shown = pretty_body(b"\x00" * 1000).splitlines()
     assert len(shown) == 1 + 16 + 1
     assert shown[-1] == "... 744 more bytes"
-
-
-def test_raw_query() -> None:
-    assert raw_query(provider=None, since=None, task_id=None) == {}
-    assert raw_query(provider="tingwu", since=NOW, task_id="t1") == {
-        "provider": "tingwu",
-        "received_at": {"$gte": NOW},
-        "task_ids": "t1",
-    }
 
 
 def test_progress_on_a_pipe_is_one_line_at_the_end() -> None:
