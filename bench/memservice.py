@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from bench.memstore import MemoryStore
 from consumer.logs import setup_logging
-from consumer.service import Service
+from consumer.service import Service, run_loop
 from consumer.settings import Settings
 
 __all__ = ["main"]
@@ -15,7 +13,7 @@ __all__ = ["main"]
 def main() -> int:
     settings = Settings()
     setup_logging(settings.log_format, settings.log_level)
-    return asyncio.run(Service(settings, store=MemoryStore()).run())
+    return run_loop(Service(settings, store=MemoryStore()).run(), settings.event_loop)
 
 
 if __name__ == "__main__":

@@ -67,11 +67,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     from consumer.logs import setup_logging
-    from consumer.service import Service
+    from consumer.service import Service, run_loop
 
     settings = load_settings()
     setup_logging(settings.log_format, settings.log_level)
-    return asyncio.run(Service(settings).run())
+    return run_loop(Service(settings).run(), settings.event_loop)
 
 
 def _headers(provider: str | None, task_id: str | None) -> dict[str, object]:

@@ -8,7 +8,8 @@ import itertools
 import logging
 import signal
 from collections import deque
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, Literal, TypeVar
 
 from aio_pika.abc import AbstractIncomingMessage
 from pymongo.errors import PyMongoError
@@ -23,11 +24,25 @@ from consumer.publisher import Publisher
 from consumer.settings import Settings
 from consumer.store import JobStore, MongoStore
 
-__all__ = ["Service"]
+__all__ = ["Service", "run_loop"]
 
 log = logging.getLogger("speechjobs.service")
 
 _STOP = None  # sentinel in the delivery buffer: finish the current batch, then return
+
+T = TypeVar("T")
+
+
+def run_loop(main: Coroutine[Any, Any, T], loop: Literal["uvloop", "asyncio"]) -> T:
+    """Run `main` on uvloop where it is installed (it is not on Windows), else on asyncio's own loop."""
+    if loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("uvloop is not installed, running on the asyncio loop")
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
 
 
 class Service:
@@ -68,7 +83,12 @@ class Service:
             tag = await broker.topology.inbound.consume(self._on_message, no_ack=False)
             self.health.consuming = True
             log.info(
-                "consuming", extra={"queue": settings.inbound_queue, "providers": list(settings.providers)}
+                "consuming",
+                extra={
+                    "queue": settings.inbound_queue,
+                    "providers": list(settings.providers),
+                    "event_loop": type(loop).__module__.split(".")[0],
+                },
             )
             stop_wait = asyncio.create_task(stop.wait())
             await asyncio.wait({stop_wait, self._worker}, return_when=asyncio.FIRST_COMPLETED)

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
         default="json", description="json lines, or text for a terminal"
     )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop", description="uvloop spends less CPU per message; asyncio is the standard loop"
+    )
 
     @field_validator("providers", mode="before")
     @classmethod

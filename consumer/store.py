@@ -92,11 +92,10 @@ class MongoStore:
         await self.client.close()
 
     async def setup(self) -> None:
+        # No index on (provider, task_id): the _id "provider:task_id" is already unique and finds a job,
+        # and every index costs each job write.
         await self.jobs.create_indexes(
-            [
-                IndexModel([("provider", 1), ("task_id", 1)], unique=True, name="provider_task"),
-                IndexModel([("status", 1), ("updated_at", -1)], name="status_updated"),
-            ]
+            [IndexModel([("status", 1), ("updated_at", -1)], name="status_updated")]
         )
         # A reprocess by provider walks `retention` by time and filters; one by task uses `task_ids`.
         await self.raw.create_indexes(

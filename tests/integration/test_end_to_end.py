@@ -174,3 +174,21 @@ async def test_a_late_retry_republishes_only_an_event_whose_confirm_is_not_logge
         assert await proc.stop() == 0
     outcomes = [line["outcome"] for line in proc.log_lines() if "outcome" in line]
     assert outcomes == ["stored", "duplicate", "duplicate", "duplicate"]
+
+
+async def test_the_standard_asyncio_loop_runs_the_service_too(bus: Bus, names: Names, db: DB) -> None:
+    proc = ServiceProcess(names, SPEECHJOBS_EVENT_LOOP="asyncio")
+    await proc.start()
+    try:
+        await bus.publish(tingwu_body(5, "COMPLETED"), "callback.tingwu")
+        (event,) = await bus.drain(names.events_queue, expect=1)
+        assert event.routing_key == "job.completed"
+    finally:
+        assert await proc.stop() == 0
+    loops = [line["event_loop"] for line in proc.log_lines() if line.get("msg") == "consuming"]
+    assert loops == ["asyncio"]
+
+
+async def test_uvloop_is_the_default_loop(service: ServiceProcess) -> None:
+    loops = [line["event_loop"] for line in service.log_lines() if line.get("msg") == "consuming"]
+    assert loops == ["uvloop"]
