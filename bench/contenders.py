@@ -374,10 +374,9 @@ async def _paced(
     count = max(50, int(rate * cfg.paced_seconds))
     workload = generate(count, seed=cfg.seed, prefix="p")
     channel = await connection.channel(publisher_confirms=False)
-    exchange = await channel.get_exchange(settings.inbound_exchange)
     sent: dict[str, float] = {}
     started = time.time()
-    achieved = await publish_paced(exchange, workload.messages, rate, sent)
+    achieved = await publish_paced(channel, settings.inbound_exchange, workload.messages, rate, sent)
     published = time.time()
     # A contender slower than `rate` drains a backlog: give it the time its own throughput needs.
     drain = count / max(min(backlog.rate, rate), 1.0)
