@@ -65,7 +65,8 @@ class _Item:
 
 
 class Pipeline:
-    """Processes one batch at a time; the input is acked only after its store write and event confirm."""
+    """Processes batches; an input is acked only after its job write, its body's archive and its event's
+    logged confirm. Batches write jobs one at a time, in order; the rest of their work overlaps."""
 
     def __init__(self, settings: Settings, store: JobStore, publisher: Publisher, health: Health) -> None:
         self._settings = settings
@@ -75,6 +76,12 @@ class Pipeline:
         self._limits = Limits(max_body_bytes=settings.max_body_bytes, max_depth=settings.max_depth)
         self._exchange = settings.inbound_exchange
         self._lease = timedelta(seconds=settings.publish_timeout_s * 3)
+        self._writing = asyncio.Lock()  # FIFO: batches write jobs in the order they were cut
+
+    async def until_writer_idle(self) -> None:
+        """Wait until no batch is writing jobs: a batch cut now goes straight to the database, fuller."""
+        async with self._writing:
+            pass
 
     async def process(
         self, batch: Sequence[AbstractIncomingMessage], *, oldest: Callable[[], bool] = lambda: True
@@ -129,10 +136,8 @@ class Pipeline:
                 raws.append(self._raw(item, item.normalized))
         if not updates:
             return
-        outcomes, _ = await asyncio.gather(
-            self._retry("mongodb", lambda: self._timed_store(updates)),
-            self._retry("mongodb", lambda: self._store.save_raw(raws)),
-        )
+        async with self._writing:
+            outcomes = await self._retry("mongodb", lambda: self._timed_store(updates))
         events: dict[str, tuple[str, OutboundEvent]] = {}
         orphans: set[str] = set()
         for item, outcome in zip(owners, outcomes, strict=True):
@@ -154,6 +159,12 @@ class Pipeline:
             published = await self._retry("mongodb", lambda: self._store.published(sorted(orphans)))
             for event_id in orphans & published:
                 del events[event_id]
+        # The archive is off the job-writing path: it waits on the database while events wait on the broker.
+        await asyncio.gather(
+            self._retry("mongodb", lambda: self._store.save_raw(raws)), self._publish(events)
+        )
+
+    async def _publish(self, events: dict[str, tuple[str, OutboundEvent]]) -> None:
         if not events:
             return
         outbound = [event for _, event in events.values()]

@@ -124,6 +124,9 @@ class Service:
             first = await self._buffer.get()
             if first is _STOP:
                 break
+            # Deliveries keep arriving while the previous batch writes; cutting this one only then makes
+            # batches as large as the database's pace allows rather than as small as the broker's.
+            await pipeline.until_writer_idle()
             batch = [first]
             stopping = False
             for waited in (False, True):

@@ -50,11 +50,13 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(
         default=5, ge=1, description="Attempts before a failing message is dead-lettered"
     )
-    prefetch: int = Field(default=256, ge=1, description="Unacked deliveries held per replica")
-    batch_size: int = Field(default=128, ge=1, description="Messages per database round trip")
+    prefetch: int = Field(default=512, ge=1, description="Unacked deliveries held per replica")
+    batch_size: int = Field(default=256, ge=1, description="Messages per database round trip")
     batch_linger_ms: float = Field(default=2.0, ge=0, description="How long a batch waits to fill")
     batches_in_flight: int = Field(
-        default=1, ge=1, description="Batches processed at once (more helps a MongoDB with spare parallelism)"
+        default=1,
+        ge=1,
+        description="Batches in progress at once; one writes jobs while the others publish and settle",
     )
     max_body_bytes: int = Field(
         default=1_048_576, ge=1, description="Larger bodies are dead-lettered unparsed"

@@ -88,6 +88,9 @@ async def test_batches_in_flight_ack_everything_exactly_once(bus: Bus, names: Na
         assert await proc.stop() == 0
     assert len(events) == len({e.message_id for e in events}) == 150
     assert await jobs_with_published_event(db, {"status": "completed"}) == 150
+    # Batches write jobs in the order they were cut: each ONGOING was applied before its COMPLETED.
+    histories = {tuple((h["status"], h["applied"]) for h in doc["history"]) async for doc in db.jobs.find({})}
+    assert histories == {(("running", True), ("completed", True))}
     # Nothing left unacked: a stopped consumer's unacked messages would be back in the queue.
     assert await bus.queue_depth(names.inbound_queue) == 0
     outcomes = [line["outcome"] for line in proc.log_lines() if "outcome" in line]
