@@ -47,9 +47,7 @@ async def reprocess(
         publisher = None
         if not dry_run:
             broker = await connect(settings, name="speechjobs-reprocess")
-            publisher = Publisher(
-                broker.topology.events, broker.topology.dead_letter, timeout=settings.publish_timeout_s
-            )
+            publisher = Publisher.on(broker, timeout=settings.publish_timeout_s)
         run = _Reprocess(settings, store, publisher, say)
         async for doc in store.raw_bodies(provider=provider, since=since, task_id=task_id):
             await run.body(doc)

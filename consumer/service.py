@@ -75,9 +75,7 @@ class Service:
             if broker is None:
                 return 0
             self._watch(broker)
-            publisher = Publisher(
-                broker.topology.events, broker.topology.dead_letter, timeout=settings.publish_timeout_s
-            )
+            publisher = Publisher.on(broker, timeout=settings.publish_timeout_s)
             pipeline = Pipeline(settings, store, publisher, self.health)
             self._worker = asyncio.create_task(self._batches(pipeline), name="batches")
             tag = await broker.topology.inbound.consume(self._on_message, no_ack=False)
