@@ -35,6 +35,7 @@ PACKAGES = (
     "pymongo",
     "pydantic",
     "orjson",
+    "uvloop",
     "faststream",
     "SecantusDB",
     "psutil",
