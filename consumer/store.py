@@ -154,21 +154,14 @@ class MongoStore:
     async def _write(self, ops: Sequence[InsertOne[Any] | ReplaceOne[Any]], keys: Sequence[str]) -> list[str]:
         if not ops:
             return []
-        try:
-            await self.jobs.bulk_write(list(ops), ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != _DUPLICATE_KEY for e in errors) or exc.details.get("writeConcernErrors"):
-                raise
-            return [keys[e["index"]] for e in errors]
-        return []
+        return [keys[index] for index in await _write_first_wins(self.jobs, ops)]
 
     async def confirm(self, events: Sequence[tuple[str, str]], now: datetime) -> None:
         """Log the broker's confirm of (job key, event id) pairs; an event confirmed twice is logged once."""
         if not events:
             return
         docs = [{"_id": event_id, "job_id": key, "confirmed_at": now} for key, event_id in events]
-        await self._insert_new(self.published_events, docs)
+        await _write_first_wins(self.published_events, [InsertOne(doc) for doc in docs])
 
     async def published(self, event_ids: Sequence[str]) -> set[str]:
         """The ids among `event_ids` whose confirm is logged."""
@@ -176,17 +169,6 @@ class MongoStore:
             return set()
         cursor = self.published_events.find({"_id": {"$in": list(event_ids)}}, {"_id": 1})
         return {doc["_id"] async for doc in cursor}
-
-    async def _insert_new(
-        self, collection: AsyncCollection[dict[str, Any]], docs: list[dict[str, Any]]
-    ) -> None:
-        """Insert documents keyed by content; one already there (another writer's) is not an error."""
-        try:
-            await collection.bulk_write([InsertOne(doc) for doc in docs], ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != _DUPLICATE_KEY for e in errors) or exc.details.get("writeConcernErrors"):
-                raise
 
     async def save_raw(self, bodies: Sequence[RawBody]) -> None:
         """Archive the bodies not seen lately, a batch's bodies in one document (a chunk).
@@ -206,7 +188,8 @@ class MongoStore:
                 size = 0
             chunks[-1].append(raw)
             size += kept
-        await self._insert_new(self.raw, [self._chunk_doc(chunk) for chunk in chunks])
+        # Chunks are keyed by content: one already there (a retried insert) is not an error.
+        await _write_first_wins(self.raw, [InsertOne(self._chunk_doc(chunk)) for chunk in chunks])
         for sha in fresh:
             self._recent_raw[sha] = None
         while len(self._recent_raw) > _RECENT_RAW:
@@ -260,6 +243,23 @@ class MongoStore:
                     continue
                 seen.add(body["sha256"])
                 yield body
+
+
+async def _write_first_wins(
+    collection: AsyncCollection[dict[str, Any]], ops: Sequence[InsertOne[Any] | ReplaceOne[Any]]
+) -> list[int]:
+    """An unordered bulk write; the indexes of the ops another writer beat to the key (duplicate key).
+
+    Any other error raises.
+    """
+    try:
+        await collection.bulk_write(list(ops), ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != _DUPLICATE_KEY for e in errors) or exc.details.get("writeConcernErrors"):
+            raise
+        return [e["index"] for e in errors]
+    return []
 
 
 def mongo_client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
