@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import signal
@@ -77,6 +78,11 @@ class Service:
             self._watch(broker)
             publisher = Publisher.on(broker, timeout=settings.publish_timeout_s)
             pipeline = Pipeline(settings, store, publisher, self.health)
+            # What start-up built (modules, models, validators, connections) lives as long as the process:
+            # out of the collector's sight, full collections walk only what messages allocate, and pause
+            # the pipeline for a few milliseconds instead of 20-35.
+            gc.collect()
+            gc.freeze()
             self._worker = asyncio.create_task(self._batches(pipeline), name="batches")
             tag = await broker.topology.inbound.consume(self._on_message, no_ack=False)
             self.health.consuming = True
