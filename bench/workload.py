@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -223,17 +223,7 @@ def generate(n: int, *, seed: int = 1, prefix: str = "b") -> Workload:
             placed.append((position, len(placed), message))
             originals += 1
             if rng.random() < retry_probability:
-                retry = Message(
-                    body,
-                    template.routing_key,
-                    headers,
-                    template.provider,
-                    template.fmt,
-                    keys,
-                    terminal,
-                    retry=True,
-                    progressive=is_progressive,
-                )
+                retry = replace(message, retry=True)
                 placed.append((position + rng.uniform(0.5, 40), len(placed), retry))
             position += rng.uniform(1, 30)
     placed.sort(key=lambda p: (p[0], p[1]))
