@@ -35,7 +35,7 @@ from bench.measure import (
 )
 from bench.profile import Profiler
 from bench.workload import generate
-from consumer.broker import declare_topology
+from consumer.amqp.connection import declare_topology
 from consumer.settings import Settings
 
 __all__ = ["CONTENDERS", "Config", "Contender", "run_contender", "run_rss_flatness"]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bench.memstore import MemoryStore
-from consumer.logs import setup_logging
-from consumer.service import Service, run_loop
+from consumer.runtime.logs import setup_logging
 from consumer.settings import Settings
+from consumer.store.memory import MemoryStore
+from consumer.worker.service import Service, run_loop
 
 __all__ = ["main"]
 

@@ -20,11 +20,12 @@ from pymongo import AsyncMongoClient, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from bench.workload import generate
-from consumer.errors import Rejection
-from consumer.normalize import Inbound, normalize
+from consumer.core.contract import Inbound
+from consumer.core.errors import Rejection
+from consumer.core.state import apply, event_id, job_key
 from consumer.settings import Settings
-from consumer.state import apply, event_id, job_key
-from consumer.store import MongoStore, job_document
+from consumer.store.mongo import MongoStore, job_document
+from consumer.vendors import normalize
 from schemas.job import Job
 
 __all__ = ["KINDS", "main"]

@@ -9,9 +9,10 @@ from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
-from consumer.errors import Rejection
-from consumer.normalize import Inbound, normalize
-from consumer.state import job_key
+from consumer.core.contract import Inbound
+from consumer.core.errors import Rejection
+from consumer.core.state import job_key
+from consumer.vendors import normalize
 
 __all__ = ["FIXTURES", "Message", "Template", "Workload", "generate", "templates"]
 

@@ -26,7 +26,7 @@ def fixture_json(name: str) -> dict[str, Any]:
 
 def parsed_fixtures(*patterns: str) -> list[tuple[str, Any]]:
     """(file name, parsed document) of every well-formed fixture matching the glob patterns."""
-    from consumer.decode import parse_document
+    from consumer.core.decode import parse_document
 
     found = []
     for pattern in patterns:

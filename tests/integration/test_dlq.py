@@ -19,10 +19,10 @@ import aio_pika
 import pytest
 from aio_pika.abc import FieldValue
 
-from consumer.broker import declare_topology
+from consumer.amqp.connection import declare_topology
 from consumer.cli import main
+from consumer.core.state import event_id
 from consumer.settings import Settings
-from consumer.state import event_id
 from schemas.job import JobStatus
 from tests.conftest import fixture_bytes
 from tests.integration.harness import AMQP_URL, DB, Bus, Names, ServiceProcess, mongodb_url, published_ids

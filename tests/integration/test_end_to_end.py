@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-from consumer.state import event_id
+from consumer.core.state import event_id
 from schemas.event import JobEvent
 from schemas.job import JobStatus
 from tests.conftest import fixture_bytes

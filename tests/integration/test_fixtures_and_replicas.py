@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from consumer.errors import Rejection
-from consumer.normalize import Inbound, normalize
+from consumer.core.contract import Inbound
+from consumer.core.errors import Rejection
+from consumer.vendors import normalize
 from tests.conftest import FIXTURES
 from tests.integration.faults import tingwu_body
 from tests.integration.harness import DB, Bus, Names, ServiceProcess, jobs_with_published_event

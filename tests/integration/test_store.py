@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from consumer.store import MongoStore, RawBody
+from consumer.store import RawBody
+from consumer.store.mongo import MongoStore
 from schemas.job import JobStatus
 from tests.conftest import make_update
 from tests.integration.harness import Names, mongo

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from pymongo.errors import ServerSelectionTimeoutError
 
 from consumer.settings import Settings
-from consumer.store import MongoStore
+from consumer.store.mongo import MongoStore
 from schemas.job import JobStatus
 from tests.conftest import make_update
 from tests.integration.faults import PrivateMongo

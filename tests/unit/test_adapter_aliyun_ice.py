@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
-from consumer.adapters import aliyun_ice
-from consumer.errors import Rejection
-from consumer.normalize import Inbound, Normalized, normalize
+from consumer.core.contract import Inbound
+from consumer.core.errors import Rejection
+from consumer.core.normalize import Normalized
+from consumer.vendors import normalize
+from consumer.vendors.aliyun_ice import parse as aliyun_ice
 from schemas.job import JobError, JobStatus, JobUpdate
 from tests.conftest import fixture_bytes, fixture_json, parsed_fixtures
 

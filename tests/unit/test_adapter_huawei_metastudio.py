@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
-from consumer.adapters import huawei_metastudio
-from consumer.errors import Rejection
-from consumer.normalize import Inbound, Normalized, normalize
+from consumer.core.contract import Inbound
+from consumer.core.errors import Rejection
+from consumer.core.normalize import Normalized
+from consumer.vendors import normalize
+from consumer.vendors.huawei_metastudio import parse as huawei_metastudio
 from schemas.job import JobError, JobStatus, JobUpdate
 from tests.conftest import fixture_bytes, fixture_json, parsed_fixtures
 

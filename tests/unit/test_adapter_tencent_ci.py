@@ -9,8 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from consumer.errors import Rejection
-from consumer.normalize import Inbound, normalize
+from consumer.core.contract import Inbound
+from consumer.core.errors import Rejection
+from consumer.vendors import normalize
 from schemas.job import JobError, JobStatus, JobUpdate
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

@@ -7,8 +7,10 @@ import json
 
 import pytest
 
-from consumer.errors import Rejection
-from consumer.normalize import Inbound, Normalized, normalize
+from consumer.core.contract import Inbound
+from consumer.core.errors import Rejection
+from consumer.core.normalize import Normalized
+from consumer.vendors import normalize
 from schemas.job import JobError, JobStatus
 from tests.conftest import fixture_bytes
 

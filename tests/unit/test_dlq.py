@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from consumer.cli import main
-from consumer.dlq import (
+from consumer.ops.dlq import (
     Progress,
     Selection,
     describe,

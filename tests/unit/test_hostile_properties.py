@@ -10,8 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.errors import Rejection
-from consumer.normalize import Inbound, Limits, Normalized, normalize
+from consumer.core.contract import Inbound
+from consumer.core.errors import Rejection
+from consumer.core.normalize import Limits, Normalized
+from consumer.vendors import normalize
 from tests.conftest import FIXTURES
 
 ALL = sorted(p for p in FIXTURES.rglob("*") if p.suffix in (".json", ".xml"))

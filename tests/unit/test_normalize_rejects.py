@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.errors import Rejection
-from consumer.normalize import Inbound, Limits, normalize
+from consumer.core.contract import Inbound
+from consumer.core.errors import Rejection
+from consumer.core.normalize import Limits
+from consumer.vendors import normalize
 from tests.conftest import fixture_bytes
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>

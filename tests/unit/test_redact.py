@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.redact import redact
+from consumer.core.redact import redact
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from consumer.state import apply, event_id
+from consumer.core.state import apply, event_id
 from schemas.event import JobEvent
 from schemas.job import JobError, JobStatus
 from tests.conftest import make_update

@@ -28,8 +28,7 @@ from aio_pika.abc import (
     FieldValue,
 )
 
-from consumer.normalize import header_text
-from consumer.publisher import (
+from consumer.amqp.publisher import (
     DEAD_LETTERED_AT,
     DELIVERIES,
     ERROR,
@@ -38,6 +37,7 @@ from consumer.publisher import (
     PROVIDER,
     REASON,
 )
+from consumer.core.contract import header_text
 from consumer.settings import Settings
 from schemas.job import PROVIDERS
 

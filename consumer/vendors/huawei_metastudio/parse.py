@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from consumer.adapters._base import Adapter, Context, Result, validate
-from consumer.errors import Rejection
+from consumer.core.adapter import Adapter, Context, Result, validate
+from consumer.core.errors import Rejection
 from schemas.huawei_metastudio import MetaStudioError, MetaStudioTtsCallback, MetaStudioTtsJob
 from schemas.job import JobError, JobStatus, JobUpdate, Provider
 

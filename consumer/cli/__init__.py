@@ -11,13 +11,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from consumer.errors import Rejection
-from consumer.normalize import Inbound, Limits, normalize
+from consumer.core.contract import Inbound
+from consumer.core.errors import Rejection
+from consumer.core.normalize import Limits
 from consumer.settings import load_settings
+from consumer.vendors import normalize
 from schemas.job import PROVIDERS
 
 if TYPE_CHECKING:
-    from consumer.dlq import Selection
+    from consumer.ops.dlq import Selection
 
 __all__ = ["main"]
 
@@ -66,8 +68,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from consumer.logs import setup_logging
-    from consumer.service import Service, run_loop
+    from consumer.runtime.logs import setup_logging
+    from consumer.worker.service import Service, run_loop
 
     settings = load_settings()
     setup_logging(settings.log_format, settings.log_level)
@@ -148,7 +150,7 @@ _ID_HELP = (
 
 
 def _since(text: str) -> datetime:
-    from consumer.dlq import parse_since
+    from consumer.ops.dlq import parse_since
 
     try:
         return parse_since(text, datetime.now(UTC))
@@ -252,7 +254,7 @@ def _add_reprocess(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _selection(args: argparse.Namespace) -> Selection:
-    from consumer.dlq import Selection
+    from consumer.ops.dlq import Selection
 
     return Selection(args.provider, args.reason, args.since, frozenset(args.ids), args.limit)
 
@@ -261,7 +263,7 @@ def _broker_call(call: Coroutine[Any, Any, T]) -> T | None:
     """Run one dead-letter operation; a missing queue or unreachable broker is reported, not raised."""
     import aio_pika.exceptions
 
-    from consumer.dlq import DeadLetterQueueMissing
+    from consumer.ops.dlq import DeadLetterQueueMissing
 
     try:
         return asyncio.run(call)
@@ -273,7 +275,7 @@ def _broker_call(call: Coroutine[Any, Any, T]) -> T | None:
 
 
 def _dlq_list(args: argparse.Namespace) -> int:
-    from consumer import dlq
+    from consumer.ops import dlq
 
     letters = _broker_call(dlq.browse(load_settings(), _selection(args)))
     if letters is None:
@@ -288,7 +290,7 @@ def _dlq_list(args: argparse.Namespace) -> int:
 
 
 def _dlq_show(args: argparse.Namespace) -> int:
-    from consumer import dlq
+    from consumer.ops import dlq
 
     letters = _broker_call(dlq.browse(load_settings(), dlq.Selection(ids=frozenset([args.id]))))
     if letters is None:
@@ -312,7 +314,7 @@ def _dlq_show(args: argparse.Namespace) -> int:
 
 
 def _dlq_replay(args: argparse.Namespace) -> int:
-    from consumer import dlq
+    from consumer.ops import dlq
 
     settings, selection = load_settings(), _selection(args)
     if args.dry_run:
@@ -337,7 +339,7 @@ def _dlq_replay(args: argparse.Namespace) -> int:
 
 
 def _dlq_purge(args: argparse.Namespace) -> int:
-    from consumer import dlq
+    from consumer.ops import dlq
 
     count = _broker_call(dlq.purge(load_settings(), _selection(args), confirmed=args.yes))
     if count is None:
@@ -350,7 +352,7 @@ def _dlq_purge(args: argparse.Namespace) -> int:
 
 
 def _reprocess(args: argparse.Namespace) -> int:
-    from consumer.reprocess import reprocess
+    from consumer.ops.reprocess import reprocess
 
     report = asyncio.run(
         reprocess(

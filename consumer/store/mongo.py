@@ -5,52 +5,24 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from pymongo import AsyncMongoClient, IndexModel, InsertOne, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
+from consumer.core.state import Outcome, apply, job_key
 from consumer.settings import Settings
-from consumer.state import Outcome, apply, job_key
+from consumer.store.base import RawBody, StoreConflict
 from schemas.job import Job, JobUpdate
 
-__all__ = ["JobStore", "MongoStore", "RawBody", "StoreConflict", "job_document", "mongo_client"]
+__all__ = ["MongoStore", "job_document", "mongo_client"]
 
 log = logging.getLogger("speechjobs.store")
 
 _DUPLICATE_KEY = 11000
 _RECENT_RAW = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class RawBody:
-    """An inbound body kept so that jobs can be re-normalized after a parser fix."""
-
-    sha256: str
-    body: bytes
-    routing_key: str
-    content_type: str | None
-    headers: dict[str, str]
-    provider: str
-    task_ids: tuple[str, ...]
-    received_at: datetime
-
-
-class StoreConflict(RuntimeError):
-    """Other writers kept changing the same jobs; the batch is retried as a whole."""
-
-
-class JobStore(Protocol):
-    async def setup(self) -> None: ...
-    async def close(self) -> None: ...
-    async def apply(self, updates: Sequence[tuple[JobUpdate, datetime, str]]) -> list[Outcome]: ...
-    async def confirm(self, events: Sequence[tuple[str, str]], now: datetime) -> None: ...
-    async def published(self, event_ids: Sequence[str]) -> set[str]: ...
-    async def save_raw(self, bodies: Sequence[RawBody]) -> None: ...
-    async def ping(self) -> None: ...
 
 
 class MongoStore:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, JsonValue, ValidationError
 
-from consumer.errors import Rejection
+from consumer.core.errors import Rejection
 from schemas.job import JobUpdate, Origin, Provider
 
 __all__ = [

@@ -14,7 +14,7 @@ from xml.parsers.expat import ExpatError
 import orjson
 import xmltodict
 
-from consumer.errors import Rejection
+from consumer.core.errors import Rejection
 
 __all__ = ["Decoded", "decode", "parse_document"]
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from consumer.adapters._base import Adapter, Context, Result, kebab, parse_time, validate
-from consumer.errors import Rejection
+from consumer.core.adapter import Adapter, Context, Result, kebab, parse_time, validate
+from consumer.core.errors import Rejection
 from schemas.job import JobError, JobStatus, JobUpdate
 from schemas.tencent_ci import CiJob, CiNotification, CiOperation, CiOutcome, CiWorkflowExecution
 

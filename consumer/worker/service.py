@@ -16,14 +16,15 @@ from aio_pika.abc import AbstractIncomingMessage
 from pymongo.errors import PyMongoError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential_jitter
 
-from consumer import metrics
-from consumer.broker import Broker, connect
-from consumer.health import Health
-from consumer.http import serve
-from consumer.pipeline import Pipeline
-from consumer.publisher import Publisher
+from consumer.amqp.connection import Broker, connect
+from consumer.amqp.publisher import Publisher
+from consumer.runtime import metrics
+from consumer.runtime.health import Health
+from consumer.runtime.probes import serve
 from consumer.settings import Settings
-from consumer.store import JobStore, MongoStore
+from consumer.store import JobStore
+from consumer.store.mongo import MongoStore
+from consumer.worker.pipeline import Pipeline
 
 __all__ = ["Service", "run_loop"]
 

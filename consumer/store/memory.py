@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from consumer.state import Outcome, apply, job_key
+from consumer.core.state import Outcome, apply, job_key
 from consumer.store import RawBody
 from schemas.job import Job, JobUpdate
 

@@ -12,9 +12,9 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from pamqp.commands import Basic
 
-from consumer.broker import Broker
-from consumer.errors import Rejection
-from consumer.redact import redact
+from consumer.amqp.connection import Broker
+from consumer.core.errors import Rejection
+from consumer.core.redact import redact
 from schemas.job import EventRecord
 
 __all__ = ["DeadLetter", "OutboundEvent", "Publisher"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from consumer.redact import redact
+from consumer.core.redact import redact
 
 __all__ = ["setup_logging"]
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from consumer.adapters._base import Adapter, Context, Ignored, Result, unescape_amp, validate
-from consumer.errors import Rejection
+from consumer.core.adapter import Adapter, Context, Ignored, Result, unescape_amp, validate
+from consumer.core.errors import Rejection
 from schemas.job import JobError, JobStatus, JobUpdate
 from schemas.tingwu import TingwuData, TingwuEnvelope
 

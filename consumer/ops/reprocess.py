@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from consumer.broker import connect
-from consumer.errors import Rejection
-from consumer.normalize import Inbound, Limits, header_text, normalize
-from consumer.publisher import OutboundEvent, Publisher
+from consumer.amqp.connection import connect
+from consumer.amqp.publisher import OutboundEvent, Publisher
+from consumer.core.contract import Inbound, header_text
+from consumer.core.errors import Rejection
+from consumer.core.normalize import Limits
+from consumer.core.state import Outcome, apply, job_key
 from consumer.settings import Settings
-from consumer.state import Outcome, apply, job_key
-from consumer.store import MongoStore
+from consumer.store.mongo import MongoStore
+from consumer.vendors import normalize
 from schemas.job import Job, JobUpdate
 
 __all__ = ["ReprocessReport", "reprocess"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from consumer.redact import redact
+from consumer.core.redact import redact
 
 __all__ = ["Reason", "Rejection"]
 

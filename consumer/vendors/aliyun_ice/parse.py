@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from consumer.adapters._base import Adapter, Context, Result, json_in_string, kebab, parse_time, validate
-from consumer.errors import Rejection
+from consumer.core.adapter import Adapter, Context, Result, json_in_string, kebab, parse_time, validate
+from consumer.core.errors import Rejection
 from schemas.aliyun_ice import IceEvent, IceJobList, IceJobResult, IceSmartJob, IceSmartJobInfo
 from schemas.job import JobError, JobStatus, JobUpdate
 

@@ -4,27 +4,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from consumer.adapters import REGISTRY
-from consumer.adapters._base import Context, Ignored
-from consumer.decode import decode
-from consumer.errors import Rejection
-from schemas.job import PROVIDERS, Channel, JobUpdate, Origin, Provider
+from consumer.core.adapter import Adapter, Context, Ignored
+from consumer.core.contract import PROVIDER, TASK_ID, Inbound, header_text, parse_routing_key
+from consumer.core.decode import decode
+from consumer.core.errors import Rejection
+from schemas.job import PROVIDERS, JobUpdate, Origin, Provider
 
-__all__ = ["Inbound", "Limits", "Normalized", "header_text", "normalize"]
+__all__ = ["Limits", "Normalized", "normalize"]
 
-_CHANNELS: tuple[Channel, ...] = ("callback", "mq", "poll")
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """An inbound message as the relay sent it."""
-
-    body: bytes
-    routing_key: str = ""
-    headers: Mapping[str, object] = field(default_factory=dict)
-    content_type: str | None = None
+# The CloudEvents `source` of each provider's EventBridge events; any other source falls back to the shape.
+_CLOUDEVENT_SOURCES: dict[str, Provider] = {"acs.tingwu": "tingwu", "acs.ice": "aliyun-ice"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,16 +32,12 @@ class Normalized:
     ignored: str | None = None
 
 
-def header_text(headers: Mapping[str, object], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        return None
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    return text.strip() or None
-
-
 def normalize(
-    msg: Inbound, *, enabled: Collection[Provider] = PROVIDERS, limits: Limits = Limits()
+    msg: Inbound,
+    *,
+    adapters: Mapping[Provider, Adapter],
+    enabled: Collection[Provider] = PROVIDERS,
+    limits: Limits = Limits(),
 ) -> Normalized:
     """Decode, find the provider (header, then routing key, then body shape) and run its adapter."""
     sha = hashlib.sha256(msg.body).hexdigest()
@@ -67,19 +54,23 @@ def normalize(
         exc.provider = exc.provider or hinted
         raise
     provider = (
-        hinted or _provider_from_cloudevent(decoded.cloudevent) or _provider_from_shape(decoded.document)
+        hinted
+        or _provider_from_cloudevent(decoded.cloudevent)
+        or _provider_from_shape(decoded.document, adapters)
     )
     if provider not in enabled:
         raise Rejection("unsupported-provider", f"provider {provider} is not enabled", provider=provider)
-    channel = _channel(msg.routing_key, cloudevent=decoded.cloudevent is not None)
+    channel, _ = parse_routing_key(msg.routing_key)
+    if channel == "unknown" and decoded.cloudevent is not None:
+        channel = "mq"
     origin = Origin(
         channel=channel,
         body_sha256=sha,
         envelope="cloudevents" if decoded.cloudevent is not None else None,
     )
-    ctx = Context(origin=origin, task_id_hint=header_text(msg.headers, "x-task-id"))
+    ctx = Context(origin=origin, task_id_hint=header_text(msg.headers, TASK_ID))
     try:
-        result = REGISTRY[provider].normalize(decoded.document, ctx)
+        result = adapters[provider].normalize(decoded.document, ctx)
     except Rejection as exc:
         exc.provider = provider
         raise
@@ -91,34 +82,22 @@ def normalize(
 
 
 def _provider_hint(msg: Inbound) -> Provider | None:
-    named = header_text(msg.headers, "x-provider")
+    named = header_text(msg.headers, PROVIDER)
     if named is not None:
         if named not in PROVIDERS:
             raise Rejection("unknown-provider", f"x-provider {named[:40]!r} is not a known provider")
         return named
-    for segment in msg.routing_key.split(".")[1:]:
-        if segment in PROVIDERS:
-            return segment
-    return None
+    return parse_routing_key(msg.routing_key)[1]
 
 
 def _provider_from_cloudevent(attrs: Mapping[str, str] | None) -> Provider | None:
     if not attrs:
         return None
-    where = f"{attrs.get('source', '')} {attrs.get('type', '')}".lower()
-    return next((p for p in PROVIDERS if p.split("-")[0] in where), None)
+    return _CLOUDEVENT_SOURCES.get(attrs.get("source", "").strip().lower())
 
 
-def _provider_from_shape(document: object) -> Provider:
-    for provider, adapter in REGISTRY.items():
+def _provider_from_shape(document: object, adapters: Mapping[Provider, Adapter]) -> Provider:
+    for provider, adapter in adapters.items():
         if adapter.detect(document):
             return provider
     raise Rejection("unknown-format", "no adapter recognises the body's shape")
-
-
-def _channel(routing_key: str, *, cloudevent: bool) -> Channel:
-    first = routing_key.split(".", 1)[0]
-    for channel in _CHANNELS:
-        if first == channel:
-            return channel
-    return "mq" if cloudevent else "unknown"

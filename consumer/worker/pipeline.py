@@ -17,14 +17,16 @@ from aio_pika.abc import AbstractIncomingMessage
 from pymongo.errors import ConnectionFailure
 from tenacity import AsyncRetrying, retry_if_exception, stop_never, wait_exponential_jitter
 
-from consumer import metrics
-from consumer.errors import Rejection
-from consumer.health import Health
-from consumer.normalize import Inbound, Limits, Normalized, header_text, normalize
-from consumer.publisher import DeadLetter, OutboundEvent, Publisher
+from consumer.amqp.publisher import DeadLetter, OutboundEvent, Publisher
+from consumer.core.contract import Inbound, header_text
+from consumer.core.errors import Rejection
+from consumer.core.normalize import Limits, Normalized
+from consumer.core.state import Outcome, job_key
+from consumer.runtime import metrics
+from consumer.runtime.health import Health
 from consumer.settings import Settings
-from consumer.state import Outcome, job_key
 from consumer.store import JobStore, RawBody, StoreConflict
+from consumer.vendors import normalize
 from schemas.job import EventRecord, JobUpdate
 
 __all__ = ["Pipeline"]

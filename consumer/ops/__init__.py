@@ -1,0 +1,1 @@
+"""Operator tools: dead-letter inspection and replay, reprocessing of stored raw bodies."""

@@ -1,0 +1,1 @@
+"""Huawei Cloud MetaStudio: the parser (parse); its API client sits beside it."""

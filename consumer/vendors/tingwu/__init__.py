@@ -1,0 +1,1 @@
+"""Alibaba Cloud Tingwu: the parser (parse); its API client sits beside it."""

@@ -1,0 +1,1 @@
+"""`speechjobs run`: the consumer process (delivery batching, then the pipeline)."""
