@@ -19,6 +19,7 @@ __all__ = [
     "CiSpeechResult",
     "CiWorkflowExecution",
     "CiWorkflowTask",
+    "Many",
 ]
 
 T = TypeVar("T")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -12,7 +12,7 @@ import orjson
 from pydantic import BaseModel, JsonValue, ValidationError
 
 from consumer.core.errors import Rejection
-from schemas.job import JobUpdate, Origin, Provider
+from schemas.job import JobStatus, JobUpdate, Origin, Provider
 
 __all__ = [
     "Adapter",
@@ -25,6 +25,7 @@ __all__ = [
     "parse_time",
     "unescape_amp",
     "validate",
+    "vendor_state",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -65,6 +66,18 @@ def validate(model: type[M], data: Any, *, provider: Provider, what: str) -> M:
         first = exc.errors(include_input=False, include_url=False)[:3]
         where = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in first)
         raise Rejection("invalid-payload", f"{what}: {where}", provider=provider) from None
+
+
+def vendor_state(table: Mapping[str, JobStatus], state: str, *, provider: Provider, what: str) -> JobStatus:
+    """A vendor's state word as a JobStatus: none is an invalid payload, one the table lacks unknown-state."""
+    if not state:
+        raise Rejection("invalid-payload", f"{what} is missing", provider=provider)
+    status = table.get(state)
+    if status is None:
+        # Guessing could publish a wrong terminal event; dead-lettered, the body is replayed after an upgrade
+        # and the operator sees speechjobs_dead_letters{reason="unknown-state"} grow.
+        raise Rejection("unknown-state", f"{what} {state[:40]!r} is not a known state", provider=provider)
+    return status
 
 
 def as_list(value: Any) -> list[Any]:

@@ -1,4 +1,4 @@
-"""Alibaba Cloud ICE bodies (samples, seeds, constructed events) normalize field by field."""
+"""Alibaba Cloud ICE bodies (samples, seeds, constructed events, XML forms) normalize field by field."""
 
 from __future__ import annotations
 
@@ -26,6 +26,46 @@ T_TTS = datetime(2022, 1, 21, 6, 15, 7, tzinfo=UTC)
 T_TEXT = datetime(2024, 1, 17, 8, 46, 17, tzinfo=UTC)
 T_EVENT = datetime(2024, 1, 17, 8, 46, 20, tzinfo=UTC)
 FIRST_SEED_LINE = {"content": "Speaking of which,", "from": 0.0, "to": 0.846}
+# The XML responseDemo of two Submit*Job actions, verbatim (source in test_vendor_xml_submit_demos).
+SUBMIT_ASR_XML_DEMO = b"""<SubmitASRJobResponse>
+    <RequestId>******11-DB8D-4A9A-875B-275798******</RequestId>
+    <JobId>****20b48fb04483915d4f2cd8ac****</JobId>
+    <State>Finished</State>
+</SubmitASRJobResponse>"""
+SUBMIT_AUDIO_XML_DEMO = b"""<SubmitAudioProduceJobResponse>
+    <RequestId>******11-DB8D-4A9A-875B-275798******</RequestId>
+    <JobId>****20b48fb04483915d4f2cd8ac****</JobId>
+    <State>Created</State>
+</SubmitAudioProduceJobResponse>"""
+# Every OpenAPI answer (Format=JSON) beside its Format=XML form, built from it (tests/fixtures/README.md).
+JSON_AND_XML = [
+    (
+        "samples/ice_getsmarthandlejob_finished_1.json",
+        "constructed/aliyun_ice_getsmarthandlejob_finished_1_with_jobresult.xml",
+    ),
+    (
+        "samples/ice_getsmarthandlejob_asr_finished_2.json",
+        "constructed/aliyun_ice_getsmarthandlejob_asr_finished_2.xml",
+    ),
+    (
+        "samples/ice_getsmarthandlejob_tts_finished_3.json",
+        "constructed/aliyun_ice_getsmarthandlejob_tts_finished_3.xml",
+    ),
+    (
+        "samples/ice_getsmarthandlejob_textgenerate_finished_4.json",
+        "constructed/aliyun_ice_getsmarthandlejob_textgenerate_finished_4.xml",
+    ),
+    (
+        "samples/ice_getsmarthandlejob_asr_finished_5.json",
+        "constructed/aliyun_ice_submitasrjob_asr_finished_5.xml",
+    ),
+    ("constructed/aliyun_ice_smartjob_failed.json", "constructed/aliyun_ice_smartjob_failed.xml"),
+    ("samples/ice_listsmartjobs_finished_1.json", "constructed/aliyun_ice_listsmartjobs_finished_1.xml"),
+    (
+        "samples/ice_submitaudioproducejob_created_1.json",
+        "constructed/aliyun_ice_submitaudioproducejob_created_1.xml",
+    ),
+]
 
 
 def run(name: str, routing_key: str = "callback.aliyun-ice", **headers: object) -> Normalized:
@@ -65,6 +105,10 @@ def rejected(
         # The seed adds MediaUrl "" and ErrorCode/ErrorMessage "": empty means absent.
         (
             "seeds/aliyun_ice_seed_success_response.json",
+            {"AiResult": "拆条或智能标签信息", "MediaId": GENERIC_JOB, "Usage": {"total_tokens": 100}},
+        ),
+        (
+            "constructed/aliyun_ice_getsmarthandlejob_finished_1_with_jobresult.xml",
             {"AiResult": "拆条或智能标签信息", "MediaId": GENERIC_JOB, "Usage": {"total_tokens": 100}},
         ),
         ("samples/ice_getsmarthandlejob_finished_1.xml", {}),
@@ -116,6 +160,11 @@ def test_user_id_number_or_string() -> None:
             "还参加各种相声综艺节目点评新人表演演员已经",
         ),
         (
+            "constructed/aliyun_ice_getsmarthandlejob_asr_finished_2.xml",
+            {"content": "提起", "from": 0.0, "to": 0.846},
+            "还参加各种相声综艺节目点评新人表演演员已经",
+        ),
+        (
             "seeds/aliyun_ice_seed_asr.json",
             FIRST_SEED_LINE,
             "They have also appeared on various comedy shows to critique new performers.",
@@ -136,8 +185,15 @@ def test_asr_result(name: str, first: dict[str, Any], last: str) -> None:
     assert u.started_at is None
 
 
-def test_asr_with_output_and_numeric_user_id() -> None:
-    u = single(run("samples/ice_getsmarthandlejob_asr_finished_5.json", ""))
+@pytest.mark.parametrize(
+    "name",
+    [
+        "samples/ice_getsmarthandlejob_asr_finished_5.json",
+        "constructed/aliyun_ice_submitasrjob_asr_finished_5.xml",
+    ],
+)
+def test_asr_with_output_and_numeric_user_id(name: str) -> None:
+    u = single(run(name, ""))
     assert (u.task_id, u.status, u.provider_status, u.kind) == (
         ASR_JOB,
         JobStatus.COMPLETED,
@@ -164,6 +220,11 @@ def test_asr_with_output_and_numeric_user_id() -> None:
             "******bf47c94e82b3b2014361******",
             {"content": "提起", "from": 0.0, "to": 0.846},
         ),
+        (
+            "constructed/aliyun_ice_getsmarthandlejob_tts_finished_3.xml",
+            "******bf47c94e82b3b2014361******",
+            {"content": "提起", "from": 0.0, "to": 0.846},
+        ),
         ("seeds/aliyun_ice_seed_tts.json", "******bf47c94e82b3b2014361******", FIRST_SEED_LINE),
     ],
 )
@@ -184,6 +245,7 @@ def test_tts_result(name: str, media_id: str, first: dict[str, Any]) -> None:
     ("name", "first_copy"),
     [
         ("samples/ice_getsmarthandlejob_textgenerate_finished_4.json", "新开店蛋糕"),
+        ("constructed/aliyun_ice_getsmarthandlejob_textgenerate_finished_4.xml", "新开店蛋糕"),
         ("seeds/aliyun_ice_seed_textgenerate.json", "Our new shop's cakes are made with pure dairy cream"),
     ],
 )
@@ -202,8 +264,11 @@ def test_text_generate_result(name: str, first_copy: str) -> None:
     assert (u.submitted_at, u.finished_at, u.reported_at) == (T_TEXT, T_TEXT, T_TEXT)
 
 
-def test_failed_job_carries_the_error() -> None:
-    u = single(run("constructed/aliyun_ice_smartjob_failed.json"))
+@pytest.mark.parametrize(
+    "name", ["constructed/aliyun_ice_smartjob_failed.json", "constructed/aliyun_ice_smartjob_failed.xml"]
+)
+def test_failed_job_carries_the_error(name: str) -> None:
+    u = single(run(name))
     assert (u.task_id, u.status, u.provider_status) == (ASR_JOB, JobStatus.FAILED, "Failed")
     assert (u.kind, u.source) == ("tts", "aliyun-ice.smart-job")
     assert u.user_data == {"user": "data"}
@@ -241,23 +306,34 @@ def test_user_data_that_is_not_json_stays_text() -> None:
     assert single(run_json(body)).user_data == "order-42"
 
 
-def test_submit_answer_is_queued() -> None:
-    u = single(run("samples/ice_submitaudioproducejob_created_1.json", ""))
+@pytest.mark.parametrize(
+    "name",
+    [
+        "samples/ice_submitaudioproducejob_created_1.json",
+        "constructed/aliyun_ice_submitaudioproducejob_created_1.xml",
+    ],
+)
+def test_submit_answer_is_queued(name: str) -> None:
+    u = single(run(name, ""))
     assert (u.task_id, u.status, u.provider_status) == (GENERIC_JOB, JobStatus.QUEUED, "Created")
     assert (u.kind, u.source, u.user_data, u.error) == ("smart-job", "aliyun-ice.smart-job", None, None)
     assert u.results == {"MediaId": "****2bcbfcfa30fccb36f72dca22****"}
     assert (u.submitted_at, u.started_at, u.finished_at, u.reported_at) == (None, None, None, None)
 
 
-def test_listing_gives_one_update_per_entry() -> None:
-    u = single(run("samples/ice_listsmartjobs_finished_1.json", ""))
+@pytest.mark.parametrize(
+    "name",
+    ["samples/ice_listsmartjobs_finished_1.json", "constructed/aliyun_ice_listsmartjobs_finished_1.xml"],
+)
+def test_listing_gives_one_update_per_entry(name: str) -> None:
+    u = single(run(name, ""))
     assert (u.task_id, u.status, u.provider_status) == (GENERIC_JOB, JobStatus.COMPLETED, "Finished")
     assert (u.kind, u.source, u.error, u.results) == ("smart-asr", "aliyun-ice.job-listing", None, {})
     assert u.user_data == {"user": "data"}
     assert (u.submitted_at, u.finished_at, u.reported_at) == (T_2020, T_2020, T_2020)
 
 
-def test_listing_of_two() -> None:
+def listing_of_two() -> dict[str, Any]:
     body = fixture_json("samples/ice_listsmartjobs_finished_1.json")
     second = body["SmartJobList"][0] | {
         "JobId": "job-2",
@@ -266,7 +342,11 @@ def test_listing_of_two() -> None:
         "JobType": "TextToSpeech",
     }
     body["SmartJobList"].append(second)
-    first, other = run_json(body).updates
+    return body
+
+
+def test_listing_of_two() -> None:
+    first, other = run_json(listing_of_two()).updates
     assert (first.task_id, first.status) == (GENERIC_JOB, JobStatus.COMPLETED)
     assert (other.task_id, other.status, other.kind, other.finished_at) == (
         "job-2",
@@ -279,6 +359,78 @@ def test_listing_of_two() -> None:
 def test_empty_listing_has_no_job() -> None:
     body = fixture_json("samples/ice_listsmartjobs_finished_1.json") | {"SmartJobList": []}
     assert rejected(body).reason == "unknown-format"
+
+
+# The Format=XML form of each answer: the same updates as the Format=JSON one
+
+
+def updates_without_origin(result: Normalized) -> list[dict[str, Any]]:
+    # Only origin may differ: body_sha256 hashes different bytes.
+    return [u.model_dump(exclude={"origin"}) for u in result.updates]
+
+
+@pytest.mark.parametrize(("json_name", "xml_name"), JSON_AND_XML)
+def test_xml_form_equals_json_form(json_name: str, xml_name: str) -> None:
+    from_json, from_xml = run(json_name, ""), run(xml_name, "")
+    assert from_json.provider == from_xml.provider == "aliyun-ice"
+    assert from_json.updates
+    assert updates_without_origin(from_xml) == updates_without_origin(from_json)
+    assert [u.origin.channel for u in from_xml.updates] == [u.origin.channel for u in from_json.updates]
+    assert from_json.body_sha256 != from_xml.body_sha256
+
+
+def test_xml_listing_of_two_equals_json() -> None:
+    """Several entries are repeated <SmartJobList> elements, as in the vendor's own ListSmartJobs XML demo."""
+    xml = fixture_bytes("constructed/aliyun_ice_listsmartjobs_finished_1.xml").decode()
+    start = xml.index("    <SmartJobList>")
+    end = xml.index("</SmartJobList>") + len("</SmartJobList>\n")
+    second = (
+        xml[start:end]
+        .replace(GENERIC_JOB, "job-2")
+        .replace("<JobState>Finished<", "<JobState>Executing<")
+        .replace("<UserId>0<", "<UserId>17<")
+        .replace("<JobType>ASR<", "<JobType>TextToSpeech<")
+    )
+    from_xml = normalize(Inbound((xml[:end] + second + xml[end:]).encode(), ""))
+    from_json = run_json(listing_of_two(), "")
+    assert [u.task_id for u in from_xml.updates] == [GENERIC_JOB, "job-2"]
+    assert updates_without_origin(from_xml) == updates_without_origin(from_json)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<ListSmartJobsResponse><RequestId>r</RequestId><TotalCount>0</TotalCount></ListSmartJobsResponse>",
+        b"<ListSmartJobsResponse><RequestId>r</RequestId><SmartJobList/></ListSmartJobsResponse>",
+    ],
+)
+def test_empty_xml_listing_has_no_job_like_json(body: bytes) -> None:
+    json_exc = rejected(fixture_json("samples/ice_listsmartjobs_finished_1.json") | {"SmartJobList": []})
+    with pytest.raises(Rejection) as caught:
+        normalize(Inbound(body, "callback.aliyun-ice"))
+    assert (caught.value.reason, caught.value.message) == (json_exc.reason, json_exc.message)
+    assert caught.value.reason == "unknown-format"
+
+
+@pytest.mark.parametrize(
+    ("demo", "status", "provider_status"),
+    [
+        (SUBMIT_ASR_XML_DEMO, JobStatus.COMPLETED, "Finished"),
+        (SUBMIT_AUDIO_XML_DEMO, JobStatus.QUEUED, "Created"),
+    ],
+)
+def test_vendor_xml_submit_demos(demo: bytes, status: JobStatus, provider_status: str) -> None:
+    """The XML responseDemo of each Submit*Job in the ICE OpenAPI metadata (dew-serverless/acs-sdk-php
+    data/ice/2020-11-09/api-docs.json @ 2da261e4), verbatim; the SubmitAudioProduceJob one has no MediaId."""
+    u = single(normalize(Inbound(demo, "")))
+    assert (u.task_id, u.status, u.provider_status) == (GENERIC_JOB, status, provider_status)
+    assert (u.kind, u.source, u.user_data, u.error, u.results) == (
+        "smart-job",
+        "aliyun-ice.smart-job",
+        None,
+        None,
+        {},
+    )
 
 
 # Task ids
@@ -311,23 +463,37 @@ def test_listing_entry_without_job_id() -> None:
     "change",
     [
         {"State": ["Finished"]},
-        {"State": "Paused"},
         {"State": None},
+        {"State": ""},
         {"JobResult": "nope"},
         {"SmartJobInfo": {"CreateTime": {"at": 1}}},
     ],
 )
-def test_wrong_types_and_unknown_states(change: dict[str, Any]) -> None:
+def test_wrong_types_and_missing_state(change: dict[str, Any]) -> None:
     body = fixture_json("samples/ice_getsmarthandlejob_finished_1.json") | change
     exc = rejected(body)
     assert (exc.reason, exc.provider) == ("invalid-payload", "aliyun-ice")
+
+
+def test_unknown_state_is_dead_lettered_for_replay() -> None:
+    body = fixture_json("samples/ice_getsmarthandlejob_finished_1.json") | {"State": "Paused"}
+    exc = rejected(body)
+    assert (exc.reason, exc.provider, exc.message) == (
+        "unknown-state",
+        "aliyun-ice",
+        "ICE state 'Paused' is not a known state",
+    )
+    xml = fixture_bytes("samples/ice_getsmarthandlejob_finished_1.xml").replace(b">Finished<", b">Paused<")
+    with pytest.raises(Rejection) as caught:
+        normalize(Inbound(xml, ""))
+    assert (caught.value.reason, caught.value.provider) == ("unknown-state", "aliyun-ice")
 
 
 def test_unknown_listing_state() -> None:
     body = fixture_json("samples/ice_listsmartjobs_finished_1.json")
     body["SmartJobList"][0]["JobState"] = "Queued"
     exc = rejected(body)
-    assert exc.reason == "invalid-payload"
+    assert exc.reason == "unknown-state"
     assert "'Queued'" in exc.message
 
 
@@ -354,7 +520,7 @@ def test_event_fail_without_job_type() -> None:
 def test_event_with_unknown_status() -> None:
     body = fixture_json("constructed/aliyun_ice_event_smartjob_success.json")
     body["MessageBody"]["Status"] = "Running"
-    assert rejected(body).reason == "invalid-payload"
+    assert rejected(body).reason == "unknown-state"
 
 
 def test_ims_sample_is_not_json() -> None:

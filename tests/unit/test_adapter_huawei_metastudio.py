@@ -201,17 +201,30 @@ def test_error_from_the_gateway_needs_the_provider_header() -> None:
     "body",
     [
         {"state": ["SUCCEED"], "audio_file_url": "https://xxx"},
-        {"state": "DONE", "audio_file_url": "https://xxx"},
+        {"state": "", "audio_file_url": "https://xxx"},
         {"state": "SUCCEED", "code": {"c": 1}},
         {"state": "SUCCEED", "audio_file_url": ["https://xxx"]},
-        {"status": "DONE", "job_id": JOB},
         {"status": "FINISHED", "job_id": JOB, "audio_duration": "long"},
         {"status": None, "job_id": JOB},
+        {"status": "", "job_id": JOB},
     ],
 )
-def test_wrong_types_and_unknown_states(body: dict[str, Any]) -> None:
+def test_wrong_types_and_missing_states(body: dict[str, Any]) -> None:
     exc = rejected(body, **{"x-task-id": JOB})
     assert (exc.reason, exc.provider) == ("invalid-payload", "huawei-metastudio")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"state": "DONE", "audio_file_url": "https://xxx"}, "MetaStudio state 'DONE' is not a known state"),
+        ({"state": "DONE", "code": "MSS.000000002"}, "MetaStudio state 'DONE' is not a known state"),
+        ({"status": "DONE", "job_id": JOB}, "MetaStudio callback status 'DONE' is not a known state"),
+    ],
+)
+def test_unknown_state_is_dead_lettered_for_replay(body: dict[str, Any], message: str) -> None:
+    exc = rejected(body, **{"x-task-id": JOB})
+    assert (exc.reason, exc.provider, exc.message) == ("unknown-state", "huawei-metastudio", message)
 
 
 def test_other_body_with_the_provider_header() -> None:

@@ -1,4 +1,12 @@
-"""Tencent Cloud CI adapter, driven through the core so that decoding and detection are covered too."""
+"""Tencent Cloud CI adapter, driven through the core so that decoding and detection are covered too.
+
+Every XML sample has a JSON form in fixtures/constructed (CallBackFormat=JSON, or an API answer requested as
+JSON), built by the rules in tests/fixtures/README.md. Where FORMATS.md is silent they are assumptions:
+callbacks have no <Response> root and JobsDetail is always an array (the vendor's one JSON example, seed
+tencent_ci_tts_callback_case3_workflow.json); other repeated elements are arrays, a single one an object;
+values stay text; an empty element is null. API answers keep the Response root (the docs' container node);
+the parser accepts them without it too, which test_json_api_answer_without_response_root checks.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +33,24 @@ TTS_OUTPUT_FILE = {
 }
 TTS_OUTPUT = {"Bucket": "test-123456789", "Object": "output/aixiaonan.mp3", "Region": "ap-chongqing"}
 ASR_OUTPUT = {"Bucket": "test005-1251704708", "Object": "1.txt", "Region": "ap-chongqing"}
+API_ANSWERS = [
+    "tencent_ci_speechrecognition_describe_success_1",
+    "tencent_ci_speechrecognition_list_success_1",
+    "tencent_ci_speechrecognition_submit_submitted_1",
+]
+CALLBACKS = [
+    "tencent_ci_tts_callback_success_1",
+    "tencent_ci_soundhound_callback_success_1",
+    "tencent_ci_vocalscore_callback_success_1",
+    "tencent_ci_noisereduction_callback_success_1",
+    "tencent_ci_extractdigitalwatermark_callback_success_1",
+    "tencent_ci_translation_callback_success_1",
+    "tencent_ci_picprocess_callback_success_masked_1",
+    "tencent_ci_imageinspect_callback_success_1",
+    "tencent_ci_superresolution_workflow_callback_success_1",
+    "tencent_ci_workflowfinish_callback_success_1",
+    "tencent_ci_workflowfinish_callback_success_2",
+]
 
 
 def run(body: bytes, routing_key: str = ROUTED) -> tuple[JobUpdate, ...]:
@@ -53,6 +79,11 @@ def iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
+def both(stem: str) -> list[str]:
+    """The vendor's XML sample and its JSON form."""
+    return [f"samples/{stem}.xml", f"constructed/{stem}.json"]
+
+
 def job_body(**job: Any) -> bytes:
     detail = {"JobId": "j1", "State": "Success", "Tag": "Tts"} | job
     return orjson.dumps({"EventName": "TaskFinish", "JobsDetail": [detail]})
@@ -61,8 +92,9 @@ def job_body(**job: Any) -> bytes:
 # --- TaskFinish callbacks (samples) ---
 
 
-def test_tts_callback() -> None:
-    u = only("samples/tencent_ci_tts_callback_success_1.xml")
+@pytest.mark.parametrize("fixture", both("tencent_ci_tts_callback_success_1"))
+def test_tts_callback(fixture: str) -> None:
+    u = only(fixture)
     assert u.provider == "tencent-ci"
     assert u.task_id == "j707f4864f86811ecb90d0b03267ce0e5"
     assert u.status is JobStatus.COMPLETED
@@ -79,8 +111,9 @@ def test_tts_callback() -> None:
     assert u.origin.channel == "callback"
 
 
-def test_soundhound_callback() -> None:
-    u = only("samples/tencent_ci_soundhound_callback_success_1.xml")
+@pytest.mark.parametrize("fixture", both("tencent_ci_soundhound_callback_success_1"))
+def test_soundhound_callback(fixture: str) -> None:
+    u = only(fixture)
     assert u.task_id == "sb6b64de84ece11eda7ff3f95cf53fd82"
     assert u.status is JobStatus.COMPLETED
     assert u.provider_status == "Success"
@@ -96,8 +129,9 @@ def test_soundhound_callback() -> None:
     assert u.user_data == "This is my SoundHound job."
 
 
-def test_vocalscore_callback() -> None:
-    u = only("samples/tencent_ci_vocalscore_callback_success_1.xml")
+@pytest.mark.parametrize("fixture", both("tencent_ci_vocalscore_callback_success_1"))
+def test_vocalscore_callback(fixture: str) -> None:
+    u = only(fixture)
     assert u.task_id == "s229aa658254311eeaf90856735d7e87d"
     assert u.status is JobStatus.COMPLETED
     assert u.provider_status == "Success"
@@ -116,8 +150,9 @@ def test_vocalscore_callback() -> None:
     assert u.user_data is None
 
 
-def test_noisereduction_callback() -> None:
-    u = only("samples/tencent_ci_noisereduction_callback_success_1.xml")
+@pytest.mark.parametrize("fixture", both("tencent_ci_noisereduction_callback_success_1"))
+def test_noisereduction_callback(fixture: str) -> None:
+    u = only(fixture)
     assert u.task_id == "j035aca66f86211ec8a5a87e016101404"
     assert u.status is JobStatus.COMPLETED
     assert u.provider_status == "Success"
@@ -133,8 +168,9 @@ def test_noisereduction_callback() -> None:
     assert u.user_data == "This is my NoiseReduction job."
 
 
-def test_extract_digital_watermark_callback() -> None:
-    u = only("samples/tencent_ci_extractdigitalwatermark_callback_success_1.xml")
+@pytest.mark.parametrize("fixture", both("tencent_ci_extractdigitalwatermark_callback_success_1"))
+def test_extract_digital_watermark_callback(fixture: str) -> None:
+    u = only(fixture)
     assert u.task_id == "j515a494af86111ecb8546d80f2baf56f"
     assert u.status is JobStatus.COMPLETED
     assert u.provider_status == "Success"
@@ -150,8 +186,9 @@ def test_extract_digital_watermark_callback() -> None:
     assert u.user_data == "This is my ExtractDigitalWatermark job."
 
 
-def test_translation_callback() -> None:
-    u = only("samples/tencent_ci_translation_callback_success_1.xml")
+@pytest.mark.parametrize("fixture", both("tencent_ci_translation_callback_success_1"))
+def test_translation_callback(fixture: str) -> None:
+    u = only(fixture)
     assert u.task_id == "ac34be3aa0bf411ed9ce39d7cc972e427"
     assert u.status is JobStatus.COMPLETED
     assert u.provider_status == "Success"
@@ -167,8 +204,9 @@ def test_translation_callback() -> None:
     assert u.user_data == "This is my Translation job."
 
 
-def test_picprocess_callback_masked() -> None:
-    u = only("samples/tencent_ci_picprocess_callback_success_masked_1.xml")
+@pytest.mark.parametrize("fixture", both("tencent_ci_picprocess_callback_success_masked_1"))
+def test_picprocess_callback_masked(fixture: str) -> None:
+    u = only(fixture)
     assert u.task_id == "c93984**********2084"
     assert u.status is JobStatus.COMPLETED
     assert u.provider_status == "Success"
@@ -209,8 +247,9 @@ def test_picprocess_callback_masked() -> None:
     assert u.user_data == "This is my PicProcess job."
 
 
-def test_imageinspect_callback_keeps_the_nested_result() -> None:
-    u = only("samples/tencent_ci_imageinspect_callback_success_1.xml")
+@pytest.mark.parametrize("fixture", both("tencent_ci_imageinspect_callback_success_1"))
+def test_imageinspect_callback_keeps_the_nested_result(fixture: str) -> None:
+    u = only(fixture)
     assert u.task_id == "cda071f3af9e011ed8f900133752da9af"
     assert u.status is JobStatus.COMPLETED
     assert u.provider_status == "Success"
@@ -232,8 +271,9 @@ def test_imageinspect_callback_keeps_the_nested_result() -> None:
     assert u.user_data is None
 
 
-def test_workflow_triggered_job_ignores_sub_result_failure() -> None:
-    u = only("samples/tencent_ci_superresolution_workflow_callback_success_1.xml")
+@pytest.mark.parametrize("fixture", both("tencent_ci_superresolution_workflow_callback_success_1"))
+def test_workflow_triggered_job_ignores_sub_result_failure(fixture: str) -> None:
+    u = only(fixture)
     assert u.task_id == "j06668dc0f86811ecb90d0b03267ce0e5"
     # DigitalWatermark/State is Failed inside, but the job's own State decides.
     assert u.status is JobStatus.COMPLETED
@@ -265,8 +305,9 @@ def test_workflow_triggered_job_ignores_sub_result_failure() -> None:
 # --- WorkflowFinish ---
 
 
-def test_workflowfinish_one_task() -> None:
-    run_update, task = updates("samples/tencent_ci_workflowfinish_callback_success_1.xml")
+@pytest.mark.parametrize("fixture", both("tencent_ci_workflowfinish_callback_success_1"))
+def test_workflowfinish_one_task(fixture: str) -> None:
+    run_update, task = updates(fixture)
     assert run_update.task_id == "i70ae991a152911ecb184525400a8700f"
     assert run_update.status is JobStatus.COMPLETED
     assert run_update.provider_status == "Success"
@@ -305,8 +346,9 @@ def test_workflowfinish_one_task() -> None:
     assert task.user_data is None
 
 
-def test_workflowfinish_two_tasks_gives_three_updates() -> None:
-    run_update, snapshot, transcode = updates("samples/tencent_ci_workflowfinish_callback_success_2.xml")
+@pytest.mark.parametrize("fixture", both("tencent_ci_workflowfinish_callback_success_2"))
+def test_workflowfinish_two_tasks_gives_three_updates(fixture: str) -> None:
+    run_update, snapshot, transcode = updates(fixture)
     assert run_update.task_id == "i166ee19017b011eda8a5525400c540df"
     assert run_update.kind == "workflow"
     assert run_update.status is JobStatus.COMPLETED
@@ -360,8 +402,9 @@ def test_workflowfinish_failed_task() -> None:
 # --- Speech-job API responses ---
 
 
-def test_describe_speech_job_keeps_result_verbatim() -> None:
-    u = only("samples/tencent_ci_speechrecognition_describe_success_1.xml")
+@pytest.mark.parametrize("fixture", both("tencent_ci_speechrecognition_describe_success_1"))
+def test_describe_speech_job_keeps_result_verbatim(fixture: str) -> None:
+    u = only(fixture)
     assert u.task_id == "s8988119ee2c911eab2cdd3817d4d5e64"
     assert u.status is JobStatus.COMPLETED
     assert u.provider_status == "Success"
@@ -379,8 +422,9 @@ def test_describe_speech_job_keeps_result_verbatim() -> None:
     assert u.user_data is None
 
 
-def test_describe_speech_jobs_list() -> None:
-    u = only("samples/tencent_ci_speechrecognition_list_success_1.xml")
+@pytest.mark.parametrize("fixture", both("tencent_ci_speechrecognition_list_success_1"))
+def test_describe_speech_jobs_list(fixture: str) -> None:
+    u = only(fixture)
     assert u.task_id == "s8988119ee2c911eab2cdd3817d4d5e64"
     assert u.status is JobStatus.COMPLETED
     assert u.provider_status == "Success"
@@ -398,8 +442,9 @@ def test_describe_speech_jobs_list() -> None:
     assert u.user_data is None
 
 
-def test_create_speech_jobs_submitted() -> None:
-    u = only("samples/tencent_ci_speechrecognition_submit_submitted_1.xml")
+@pytest.mark.parametrize("fixture", both("tencent_ci_speechrecognition_submit_submitted_1"))
+def test_create_speech_jobs_submitted(fixture: str) -> None:
+    u = only(fixture)
     assert u.task_id == "s716d8c8ee2c811ea94a0b170ddb38f60"
     assert u.status is JobStatus.QUEUED
     assert u.provider_status == "Submitted"
@@ -435,8 +480,15 @@ def test_seed_describe_speech_jobs_response() -> None:
     assert u.user_data is None
 
 
-def test_seed_describe_speech_jobs_empty_listing_has_no_job() -> None:
-    exc = rejected((FIXTURES / "seeds/tencent_ci_describe_speech_jobs_response_empty.xml").read_bytes())
+@pytest.mark.parametrize(
+    "fixture",
+    [
+        "seeds/tencent_ci_describe_speech_jobs_response_empty.xml",
+        "constructed/tencent_ci_describe_speech_jobs_response_empty.json",
+    ],
+)
+def test_seed_describe_speech_jobs_empty_listing_has_no_job(fixture: str) -> None:
+    exc = rejected((FIXTURES / fixture).read_bytes())
     assert exc.reason == "unknown-format"
     assert exc.provider == "tencent-ci"
 
@@ -477,8 +529,12 @@ def test_seed_tts_callback_json_equals_xml() -> None:
 # --- Constructed ---
 
 
-def test_failed_job_carries_code_and_message() -> None:
-    u = only("constructed/tencent_ci_taskfinish_failed.xml")
+@pytest.mark.parametrize(
+    "fixture",
+    ["constructed/tencent_ci_taskfinish_failed.xml", "constructed/tencent_ci_taskfinish_failed.json"],
+)
+def test_failed_job_carries_code_and_message(fixture: str) -> None:
+    u = only(fixture)
     assert u.task_id == "s0f3c1e2a2a6611ed847a618901112dcf"
     assert u.status is JobStatus.FAILED
     assert u.provider_status == "Failed"
@@ -494,8 +550,12 @@ def test_failed_job_carries_code_and_message() -> None:
     assert u.user_data == "order-42"
 
 
-def test_two_jobs_in_one_json_callback() -> None:
-    asr, tts = updates("constructed/tencent_ci_taskfinish_two_jobs.json")
+@pytest.mark.parametrize(
+    "fixture",
+    ["constructed/tencent_ci_taskfinish_two_jobs.json", "constructed/tencent_ci_taskfinish_two_jobs.xml"],
+)
+def test_two_jobs_in_one_callback(fixture: str) -> None:
+    asr, tts = updates(fixture)
     assert asr.task_id == "s886c0a7c2a6611ed847a618901112dcf"
     assert asr.status is JobStatus.COMPLETED
     assert asr.provider_status == "Success"
@@ -549,6 +609,57 @@ def test_single_result_detail_and_word_become_lists() -> None:
     )
     (u,) = run(body)
     assert u.results == {"AudioTime": 1.5, "ResultDetail": [{"StartMs": "0", "Words": [{"Word": "a"}]}]}
+
+
+# --- JSON form == XML form ---
+
+
+def without_origin(result: tuple[JobUpdate, ...]) -> list[dict[str, Any]]:
+    # Only origin may differ: body_sha256 hashes different bytes.
+    return [u.model_dump(exclude={"origin"}) for u in result]
+
+
+@pytest.mark.parametrize(
+    ("xml", "json"),
+    [tuple(both(stem)) for stem in API_ANSWERS + CALLBACKS]
+    + [
+        ("constructed/tencent_ci_taskfinish_failed.xml", "constructed/tencent_ci_taskfinish_failed.json"),
+        ("constructed/tencent_ci_taskfinish_two_jobs.xml", "constructed/tencent_ci_taskfinish_two_jobs.json"),
+    ],
+)
+def test_json_form_equals_xml_form(xml: str, json: str) -> None:
+    from_xml, from_json = updates(xml, ""), updates(json, "")
+    assert from_xml
+    assert without_origin(from_json) == without_origin(from_xml)
+    assert {u.origin.channel for u in from_json + from_xml} == {"unknown"}
+    assert {u.origin.body_sha256 for u in from_json}.isdisjoint(u.origin.body_sha256 for u in from_xml)
+
+
+@pytest.mark.parametrize("stem", API_ANSWERS)
+def test_json_api_answer_without_response_root(stem: str) -> None:
+    """Whether the JSON API answer keeps the Response root is not documented: both give the same job."""
+    document = orjson.loads((FIXTURES / f"constructed/{stem}.json").read_bytes())
+    assert list(document) == ["Response"]
+    unwrapped = run(orjson.dumps(document["Response"]))
+    assert without_origin(unwrapped) == without_origin(updates(f"constructed/{stem}.json"))
+
+
+def _drop_nulls(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {key: _drop_nulls(value) for key, value in node.items() if value is not None}
+    if isinstance(node, list):
+        return [_drop_nulls(value) for value in node]
+    return node
+
+
+@pytest.mark.parametrize(
+    "stem", ["tencent_ci_tts_callback_success_1", "tencent_ci_speechrecognition_describe_success_1"]
+)
+def test_json_form_may_omit_empty_elements(stem: str) -> None:
+    """The vendor's JSON example omits empty elements (<Message/>, <ObjectPrefix/>) rather than send null."""
+    xml, json = both(stem)
+    document = _drop_nulls(orjson.loads((FIXTURES / json).read_bytes()))
+    assert without_origin(run(orjson.dumps(document))) == without_origin(updates(xml))
 
 
 # --- Shapes, states and rejections ---
@@ -635,7 +746,22 @@ def test_missing_job_id() -> None:
     assert rejected(orjson.dumps(without_id)).reason == "missing-task-id"
 
 
-def test_unknown_state_is_invalid() -> None:
+def test_unknown_state_is_dead_lettered_for_replay() -> None:
     exc = rejected(job_body(State="Finished"))
-    assert exc.reason == "invalid-payload"
-    assert "Finished" in exc.message
+    assert (exc.reason, exc.provider) == ("unknown-state", "tencent-ci")
+    assert exc.message == "Tencent CI State 'Finished' is not a known state"
+    xml = (FIXTURES / "samples/tencent_ci_tts_callback_success_1.xml").read_bytes()
+    assert (
+        rejected(xml.replace(b"<State>Success</State>", b"<State>Paused</State>")).reason == "unknown-state"
+    )
+    workflow = (FIXTURES / "samples/tencent_ci_workflowfinish_callback_success_1.xml").read_bytes()
+    assert (
+        rejected(workflow.replace(b"<State>Success</State>", b"<State>Done</State>")).reason
+        == "unknown-state"
+    )
+
+
+@pytest.mark.parametrize("state", [None, ""])
+def test_missing_state_is_invalid(state: str | None) -> None:
+    exc = rejected(job_body(State=state))
+    assert (exc.reason, exc.provider) == ("invalid-payload", "tencent-ci")

@@ -182,6 +182,21 @@ def test_cloudevent_provider_found_from_source_without_hints() -> None:
     assert result.updates[0].origin.channel == "mq"
 
 
+@pytest.mark.parametrize("source", ["acs.tingwu-lookalike", "my-tingwu", "acs.ice.tingwu", ""])
+def test_cloudevent_source_must_be_a_known_one(source: str) -> None:
+    # Only an exact, known source names the provider; anything else falls back to the body's shape,
+    # which a Tencent CI body inside a CloudEvent claiming to be from "tingwu" does not fake.
+    envelope = {
+        "specversion": "1.0",
+        "id": "1",
+        "source": source,
+        "type": "tingwu:Task:Completed",
+        "data": {"Response": {"JobsDetail": {"JobId": "s1", "State": "Success", "Tag": "SpeechRecognition"}}},
+    }
+    result = normalize(Inbound(json.dumps(envelope).encode(), ""))
+    assert result.provider == "tencent-ci"
+
+
 def test_cloudevent_data_base64() -> None:
     data = fixture_bytes("seeds/tingwu_callback_failed.json")
     envelope = {
@@ -253,7 +268,25 @@ def test_wrong_type_is_invalid_payload() -> None:
     assert "Data.TaskStatus" in err.value.message
 
 
-def test_unknown_status_is_taken_as_running() -> None:
-    body = b'{"Code":"0","Data":{"TaskId":"a","TaskStatus":"SOMETHING_NEW"}}'
-    (u,) = normalize(Inbound(body, "callback.tingwu")).updates
-    assert (u.status, u.provider_status) == (JobStatus.RUNNING, "SOMETHING_NEW")
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"TaskId": "a", "TaskStatus": "SOMETHING_NEW"},
+        {"MeetingId": "m", "MeetingStatus": "SOMETHING_NEW"},
+        {"TransId": "f", "TransStatus": "SOMETHING_NEW"},
+    ],
+)
+def test_unknown_status_is_dead_lettered_for_replay(data: dict[str, str]) -> None:
+    body = json.dumps({"Code": "0", "Data": data}).encode()
+    with pytest.raises(Rejection) as err:
+        normalize(Inbound(body, "callback.tingwu"))
+    assert (err.value.reason, err.value.provider) == ("unknown-state", "tingwu")
+    assert err.value.message == "Tingwu task status 'SOMETHING_NEW' is not a known state"
+
+
+@pytest.mark.parametrize("data", [{"TaskId": "a"}, {"TaskId": "a", "TaskStatus": ""}, {"TransId": "f"}])
+def test_missing_status_is_invalid_payload(data: dict[str, str]) -> None:
+    body = json.dumps({"Code": "0", "Data": data}).encode()
+    with pytest.raises(Rejection) as err:
+        normalize(Inbound(body, "callback.tingwu"))
+    assert (err.value.reason, err.value.provider) == ("invalid-payload", "tingwu")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 
 from consumer.core.contract import Inbound
-from consumer.core.errors import Rejection
+from consumer.core.errors import Reason, Rejection
 from consumer.core.normalize import Limits
 from consumer.vendors import normalize
 from tests.conftest import fixture_bytes
@@ -116,3 +118,28 @@ def test_rejection_messages_carry_no_signatures() -> None:
         normalize(Inbound(body, "callback.tingwu"))
     assert "LTAI123" not in err.value.message
     assert "abc" not in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "provider"),
+    [
+        (b'{"Code":"0","Data":{"TaskId":"t","TaskStatus":"%s"}}', "tingwu"),
+        (
+            b"<Response><EventName>TaskFinish</EventName><JobsDetail><JobId>j</JobId><Tag>Tts</Tag>"
+            b"<State>%s</State></JobsDetail></Response>",
+            "tencent-ci",
+        ),
+        (b'{"JobId":"j","State":"%s"}', "aliyun-ice"),
+        (b'{"job_id":"j","status":"%s"}', "huawei-metastudio"),
+    ],
+)
+def test_unknown_state_is_one_policy_for_every_vendor(body: bytes, provider: str) -> None:
+    """A state the parser does not know is never guessed: dead-lettered, to be replayed after an upgrade."""
+    assert "unknown-state" in get_args(Reason)
+    with pytest.raises(Rejection) as err:
+        normalize(Inbound(body % (b"Z" * 100), ""))
+    assert (err.value.reason, err.value.provider) == ("unknown-state", provider)
+    assert f"'{'Z' * 40}'" in err.value.message  # the state, cut to 40 characters
+    with pytest.raises(Rejection) as err:
+        normalize(Inbound(body % b"", ""))
+    assert (err.value.reason, err.value.provider) == ("invalid-payload", provider)

@@ -1,17 +1,28 @@
-"""Alibaba Cloud ICE smart jobs: GetSmartHandleJob (JSON/XML), Submit*Job, ListSmartJobs, IMS/VOD events."""
+"""Alibaba Cloud ICE smart jobs: GetSmartHandleJob, Submit*Job, ListSmartJobs (JSON, XML), IMS/VOD events."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import JsonValue
 
-from consumer.core.adapter import Adapter, Context, Result, json_in_string, kebab, parse_time, validate
+from consumer.core.adapter import (
+    Adapter,
+    Context,
+    Result,
+    as_list,
+    json_in_string,
+    kebab,
+    parse_time,
+    validate,
+    vendor_state,
+)
 from consumer.core.errors import Rejection
 from schemas.aliyun_ice import IceEvent, IceJobList, IceJobResult, IceSmartJob, IceSmartJobInfo
 from schemas.job import JobError, JobStatus, JobUpdate
 
-__all__ = ["adapter"]
+__all__ = ["adapter", "detect", "normalize"]
 
 _STATES = {
     "Created": JobStatus.QUEUED,
@@ -28,20 +39,21 @@ _EVENT_STATES = {
 }
 _KINDS = {"ASR": "smart-asr", "TextToSpeech": "tts", "TextGenerate": "text-generate"}
 _JOB_KEYS = {"JobId", "SmartJobInfo", "SmartJobList"}
-_XML_ROOT = "GetSmartHandleJobResponse"
+# OpenAPI answers with Format=XML: the JSON object's fields inside a <GetSmartHandleJobResponse> (etc.) root.
+_XML_ROOT = re.compile(r"[A-Z][A-Za-z0-9]*Response")
 
 
 def detect(document: Any) -> bool:
+    document = _from_xml(document)
     if not isinstance(document, dict):
         return False
     if "EventType" in document:
         return "MessageBody" in document or {"EventTime", "Status"} <= document.keys()
-    return _XML_ROOT in document or not _JOB_KEYS.isdisjoint(document)
+    return not _JOB_KEYS.isdisjoint(document)
 
 
 def normalize(document: Any, ctx: Context) -> Result:
-    if isinstance(document, dict) and isinstance(document.get(_XML_ROOT), dict):
-        document = document[_XML_ROOT]
+    document = _from_xml(document)
     if not isinstance(document, dict):
         raise Rejection("unknown-format", "ICE body is not an object")
     if "EventType" in document:
@@ -65,6 +77,19 @@ def normalize(document: Any, ctx: Context) -> Result:
             for job in listing.SmartJobList
         ]
     return [_job(validate(IceSmartJob, document, provider="aliyun-ice", what="ICE smart job"), ctx)]
+
+
+def _from_xml(document: Any) -> Any:
+    """The XML form in the JSON form's shape, so that both run the same code; JSON passes unchanged."""
+    if not (isinstance(document, dict) and len(document) == 1):
+        return document
+    ((root, content),) = document.items()
+    if not (_XML_ROOT.fullmatch(root) and isinstance(content, dict)):
+        return document
+    # A JSON array is repeated elements in XML: one entry arrives as an object, none as no element at all.
+    if root == "ListSmartJobsResponse":
+        content = content | {"SmartJobList": as_list(content.get("SmartJobList"))}
+    return content
 
 
 def _job(job: IceSmartJob, ctx: Context) -> JobUpdate:
@@ -140,9 +165,7 @@ def _update(
     reported: str | None = None,
 ) -> JobUpdate:
     state = state or ""
-    status = states.get(state)
-    if status is None:
-        raise Rejection("invalid-payload", f"ICE state {state[:40]!r} is not a known state")
+    status = vendor_state(states, state, provider="aliyun-ice", what="ICE state")
     reported_at = parse_time(reported)
     return JobUpdate(
         provider="aliyun-ice",

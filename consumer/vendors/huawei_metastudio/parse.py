@@ -6,12 +6,12 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from consumer.core.adapter import Adapter, Context, Result, validate
+from consumer.core.adapter import Adapter, Context, Result, validate, vendor_state
 from consumer.core.errors import Rejection
 from schemas.huawei_metastudio import MetaStudioError, MetaStudioTtsCallback, MetaStudioTtsJob
 from schemas.job import JobError, JobStatus, JobUpdate, Provider
 
-__all__ = ["adapter"]
+__all__ = ["adapter", "detect", "normalize"]
 
 _PROVIDER: Provider = "huawei-metastudio"
 # Polling and the callback use different words for the same states.
@@ -76,7 +76,7 @@ def normalize(document: Any, ctx: Context) -> Result:
 
 
 def _poll(job: MetaStudioTtsJob) -> tuple[JobStatus, dict[str, JsonValue], JobError | None]:
-    status = _status(job.state, _POLL_STATES)
+    status = vendor_state(_POLL_STATES, job.state, provider=_PROVIDER, what="MetaStudio state")
     code = job.code if job.code not in (None, "", "0") else None
     if code is not None:  # a 200 body can still be a failure: a non-zero code outranks the state
         status = JobStatus.FAILED
@@ -86,20 +86,15 @@ def _poll(job: MetaStudioTtsJob) -> tuple[JobStatus, dict[str, JsonValue], JobEr
 
 
 def _callback(callback: MetaStudioTtsCallback) -> tuple[JobStatus, dict[str, JsonValue], JobError | None]:
-    status = _status(callback.status, _CALLBACK_STATES)
+    status = vendor_state(
+        _CALLBACK_STATES, callback.status, provider=_PROVIDER, what="MetaStudio callback status"
+    )
     dumped = callback.model_dump(include=_CALLBACK_RESULTS)
     results: dict[str, JsonValue] = {name: value for name, value in dumped.items() if value not in (None, "")}
     error = None
     if status is JobStatus.FAILED:
         error = JobError(code=callback.error_code or None, message=callback.error_msg or None)
     return status, results, error
-
-
-def _status(state: str, states: dict[str, JobStatus]) -> JobStatus:
-    status = states.get(state)
-    if status is None:
-        raise Rejection("invalid-payload", f"MetaStudio state {state[:40]!r} is not a known state")
-    return status
 
 
 adapter = Adapter(provider=_PROVIDER, detect=detect, normalize=normalize)

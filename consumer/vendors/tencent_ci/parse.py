@@ -7,12 +7,12 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from consumer.core.adapter import Adapter, Context, Result, kebab, parse_time, validate
+from consumer.core.adapter import Adapter, Context, Result, kebab, parse_time, validate, vendor_state
 from consumer.core.errors import Rejection
 from schemas.job import JobError, JobStatus, JobUpdate
 from schemas.tencent_ci import CiJob, CiNotification, CiOperation, CiOutcome, CiWorkflowExecution
 
-__all__ = ["adapter"]
+__all__ = ["adapter", "detect", "normalize"]
 
 _STATUS = {
     "Submitted": JobStatus.QUEUED,
@@ -122,9 +122,7 @@ def _update(
     finished_at: datetime | None = None,
 ) -> JobUpdate:
     state = node.State or ""
-    status = _STATUS.get(state)
-    if status is None:
-        raise Rejection("invalid-payload", f"Tencent CI State {state[:40]!r} is not a known state")
+    status = vendor_state(_STATUS, state, provider="tencent-ci", what="Tencent CI State")
     error = None
     # Sub-results carry their own State (a Failed DigitalWatermark in a Success job): only the job's counts.
     if status in (JobStatus.FAILED, JobStatus.CANCELLED):

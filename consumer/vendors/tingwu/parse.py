@@ -6,12 +6,12 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from consumer.core.adapter import Adapter, Context, Ignored, Result, unescape_amp, validate
+from consumer.core.adapter import Adapter, Context, Ignored, Result, unescape_amp, validate, vendor_state
 from consumer.core.errors import Rejection
 from schemas.job import JobError, JobStatus, JobUpdate
 from schemas.tingwu import TingwuData, TingwuEnvelope
 
-__all__ = ["adapter"]
+__all__ = ["adapter", "detect", "normalize"]
 
 _STATUS = {
     "NEW": JobStatus.QUEUED,
@@ -41,7 +41,7 @@ def normalize(document: Any, ctx: Context) -> Result:
     if data.Test is not None and not (data.TaskId or data.MeetingId or data.TransId):
         return Ignored("Tingwu console test ping")
     task_id, task_key, vendor_status, source = _identity(data, ctx)
-    status = _STATUS.get(vendor_status, JobStatus.RUNNING)  # unknown states are taken as non-terminal
+    status = vendor_state(_STATUS, vendor_status, provider="tingwu", what="Tingwu task status")
     error = None
     if status is JobStatus.FAILED:
         error = JobError(code=data.ErrorCode, message=data.ErrorMessage)
@@ -79,9 +79,7 @@ def _identity(data: TingwuData, ctx: Context) -> tuple[str, str | None, str, str
     task_id = task_id or ctx.task_id_hint
     if not task_id:
         raise Rejection("missing-task-id", "Tingwu body without TaskId")
-    if not status:
-        raise Rejection("invalid-payload", "Tingwu body without a task status")
-    return task_id, key, status, f"tingwu.{source}"
+    return task_id, key, status or "", f"tingwu.{source}"
 
 
 def _results(data: TingwuData) -> dict[str, JsonValue]:
