@@ -8,11 +8,13 @@ the install command as the reason, when it is not installed. The schema tests al
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
 import re
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,8 @@ import jsonschema
 import pytest
 import yaml
 
-from consumer.settings import Settings
+from consumer.runtime import metrics
+from consumer.settings import Settings, load_settings
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "speechjobs"
 VALUES: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -47,7 +50,10 @@ config:
   providers: [tingwu, aliyun-ice]
   inboundQueue: jobs.inbound
   queueType: classic
-  eventsQueue: ""
+  eventsUnrouted: ""
+  eventsUnroutedMaxLength: 2500000
+  mongodbWriteConcern: 2
+  mongodbJournal: false
   batchLingerMs: 2.5
   maxBodyBytes: 2097152
   rawRetentionDays: 0.5
@@ -79,6 +85,11 @@ topologySpreadConstraints:
     labelSelector: {matchLabels: {team: platform}}
 service: {port: 9100}
 serviceMonitor: {enabled: true, interval: 15s, labels: {release: prometheus}}
+prometheusRule:
+  enabled: true
+  labels: {release: prometheus}
+  interval: 1m
+  runbookBaseUrl: https://wiki.example.com/speechjobs/
 podDisruptionBudget: {minAvailable: 1}
 keda:
   enabled: true
@@ -169,6 +180,8 @@ def test_schema_is_strict() -> None:
     [
         ({"replicas": 2}, "Additional properties are not allowed ('replicas' was unexpected)"),
         ({"config": {"prefetchCount": 10}}, "'prefetchCount' was unexpected"),
+        ({"config": {"eventsQueue": "speechjobs.events"}}, "'eventsQueue' was unexpected"),
+        ({"prometheusRule": {"rules": []}}, "'rules' was unexpected"),
         ({"image": {"name": "speechjobs"}}, "'name' was unexpected"),
         ({"keda": {"trigger": {}}}, "'trigger' was unexpected"),
         ({"securityContext": {"runAsRoot": True}}, "'runAsRoot' was unexpected"),
@@ -182,10 +195,16 @@ def test_schema_is_strict() -> None:
         ({"dlqReplay": {"provider": "azure"}}, "'azure' is not one of"),
         ({"image": {"pullPolicy": "Sometimes"}}, "'Sometimes' is not one of"),
         ({"config": {"maxDeliveries": 0}}, "0 is less than the minimum of 1"),
+        ({"config": {"eventsUnroutedMaxLength": 0}}, "0 is less than the minimum of 1"),
+        ({"config": {"mongodbWriteConcern": "all"}}, "'all' does not match"),
+        ({"config": {"mongodbWriteConcern": 0}}, "0 is less than the minimum of 1"),
+        ({"config": {"mongodbJournal": "yes"}}, "'yes' is not of type 'boolean'"),
         ({"config": {"shutdownGraceSeconds": 0}}, "0 is less than or equal to the minimum of 0"),
         ({"config": {"httpPort": 70000}}, "70000 is greater than the maximum of 65535"),
         ({"existingSecret": {"amqpUrlKey": ""}}, "should be non-empty"),
         ({"serviceMonitor": {"interval": "often"}}, "'often' does not match"),
+        ({"prometheusRule": {"interval": "often"}}, "'often' is not valid under any of the given schemas"),
+        ({"prometheusRule": {"runbookBaseUrl": "docs"}}, "'docs' does not match"),
         ({"podDisruptionBudget": {"maxUnavailable": "half"}}, "'half' does not match"),
     ],
 )
@@ -375,10 +394,26 @@ def service_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data: dict[str,
     monkeypatch.chdir(tmp_path)
     for name, value in data.items():
         monkeypatch.setenv(name, value)
-    return Settings()
+    return load_settings()
 
 
 SECRET_SETTINGS = {"amqp_url", "mongodb_url"}
+
+
+def setting_names(settings: Settings) -> list[str]:
+    """Every field of every section; the variable of field `x` is SPEECHJOBS_X whatever its section."""
+    return [
+        name
+        for section in dataclasses.fields(settings)
+        for name in type(getattr(settings, section.name)).model_fields
+    ]
+
+
+def non_secret(settings: Settings) -> dict[str, dict[str, Any]]:
+    return {
+        section.name: getattr(settings, section.name).model_dump(exclude=SECRET_SETTINGS)
+        for section in dataclasses.fields(settings)
+    }
 
 
 def test_configmap_covers_every_setting_and_defaults_match_the_service(
@@ -386,12 +421,13 @@ def test_configmap_covers_every_setting_and_defaults_match_the_service(
 ) -> None:
     data: dict[str, str] = default["ConfigMap", "prod-speechjobs"]["data"]
     assert all(isinstance(v, str) for v in data.values())
-    assert set(data) == {f"SPEECHJOBS_{f.upper()}" for f in Settings.model_fields} - {
-        f"SPEECHJOBS_{f.upper()}" for f in SECRET_SETTINGS
-    }
-    from_chart = service_env(monkeypatch, tmp_path, data)
     built_in = service_env(monkeypatch, tmp_path, {})
-    assert from_chart.model_dump(exclude=SECRET_SETTINGS) == built_in.model_dump(exclude=SECRET_SETTINGS)
+    names = setting_names(built_in)
+    assert len(names) == len(set(names))  # one variable, one field
+    assert set(names) >= SECRET_SETTINGS
+    assert set(data) == {f"SPEECHJOBS_{name.upper()}" for name in set(names) - SECRET_SETTINGS}
+    from_chart = service_env(monkeypatch, tmp_path, data)
+    assert non_secret(from_chart) == non_secret(built_in)
 
 
 def test_configmap_non_default_values_parse(
@@ -400,16 +436,25 @@ def test_configmap_non_default_values_parse(
     data: dict[str, str] = everything["ConfigMap", "sj"]["data"]
     assert data["SPEECHJOBS_PROVIDERS"] == "tingwu,aliyun-ice"
     assert data["SPEECHJOBS_MAX_BODY_BYTES"] == "2097152"  # not 2.097152e+06
+    assert data["SPEECHJOBS_EVENTS_UNROUTED"] == ""  # present and empty: the service declares none
+    assert data["SPEECHJOBS_EVENTS_UNROUTED_MAX_LENGTH"] == "2500000"
+    assert data["SPEECHJOBS_MONGODB_WRITE_CONCERN"] == "2"  # written unquoted in YAML, not "2.0"
+    assert data["SPEECHJOBS_MONGODB_JOURNAL"] == "false"
+    assert "SPEECHJOBS_EVENTS_QUEUE" not in data
     settings = service_env(monkeypatch, tmp_path, data)
-    assert settings.providers == ("tingwu", "aliyun-ice")
-    assert settings.queue_type == "classic"
-    assert settings.events_queue == ""
-    assert settings.batch_linger_ms == 2.5
-    assert settings.max_body_bytes == 2_097_152
-    assert settings.raw_retention_days == 0.5
-    assert settings.shutdown_grace_s == 45.5
-    assert settings.http_port == 9090
-    assert (settings.log_format, settings.log_level) == ("text", "DEBUG")
+    assert settings.consumer.providers == ("tingwu", "aliyun-ice")
+    assert settings.consumer.queue_type == "classic"
+    assert settings.consumer.batch_linger_ms == 2.5
+    assert settings.consumer.raw_retention_days == 0.5
+    assert settings.amqp.events_unrouted == ""
+    assert settings.amqp.events_unrouted_max_length == 2_500_000
+    assert settings.mongodb.mongodb_write_concern == "2"
+    assert settings.mongodb.write_concern_w() == 2
+    assert settings.mongodb.mongodb_journal is False
+    assert settings.limits.max_body_bytes == 2_097_152
+    assert settings.runtime.shutdown_grace_s == 45.5
+    assert settings.runtime.http_port == 9090
+    assert (settings.runtime.log_format, settings.runtime.log_level) == ("text", "DEBUG")
 
 
 def test_everything_deployment(everything: Manifests) -> None:
@@ -579,3 +624,132 @@ def test_network_policy_defaults(helm_python: Any) -> None:
     assert [p["port"] for p in mongodb["ports"]] == [27017]
     assert "to" not in rabbitmq
     assert "from" not in policy["spec"]["ingress"][0]
+
+
+# --- PrometheusRule ---------------------------------------------------------------------------------
+
+ALERTS = ["SpeechjobsUnroutedEvents", "SpeechjobsDeadLetters", "SpeechjobsNotReady"]
+RUNBOOKS = "https://github.com/speechjobs/speechjobs/blob/main/docs"
+# What Prometheus itself fills in when an alert fires; anything else in braces would be a Helm leftover.
+PROMETHEUS_TEMPLATE = re.compile(r"\{\{ \$(value|labels\.\w+)( \| humanize)? \}\}")
+
+
+def rule_group(manifests: Manifests, name: str) -> dict[str, Any]:
+    rule = manifests["PrometheusRule", name]
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    (group,) = rule["spec"]["groups"]
+    assert isinstance(group, dict)
+    return group
+
+
+def alerts(manifests: Manifests, name: str) -> dict[str, dict[str, Any]]:
+    return {rule["alert"]: rule for rule in rule_group(manifests, name)["rules"]}
+
+
+@pytest.fixture(scope="module")
+def with_rule(helm_python: Any) -> Manifests:
+    return render(helm_python, {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}})
+
+
+def test_prometheus_rule_is_off_by_default(default: Manifests) -> None:
+    assert VALUES["prometheusRule"]["enabled"] is False
+    assert not any(kind == "PrometheusRule" for kind, _ in default)
+
+
+def test_prometheus_rule_alerts(with_rule: Manifests) -> None:
+    rule = with_rule["PrometheusRule", "prod-speechjobs"]
+    assert rule["metadata"]["labels"] == with_rule["ConfigMap", "prod-speechjobs"]["metadata"]["labels"]
+    group = rule_group(with_rule, "prod-speechjobs")
+    assert group["name"] == "prod-speechjobs"
+    assert "interval" not in group  # Prometheus' global evaluation_interval
+    found = alerts(with_rule, "prod-speechjobs")
+    assert list(found) == ALERTS
+    for alert in found.values():
+        assert alert["labels"] == {"severity": "warning"}
+        annotations = alert["annotations"]
+        assert set(annotations) == {"summary", "description", "runbook_url"}
+        assert annotations["summary"]
+        assert annotations["description"]
+        assert annotations["runbook_url"] == f"{RUNBOOKS}/dead-letters.md"
+        leftovers = PROMETHEUS_TEMPLATE.sub("", " ".join(annotations.values()))
+        assert not re.search(r"\{\{|\}\}", leftovers), annotations
+    # The service's own metrics are the ServiceMonitor's targets: job is the Service's name.
+    mine = '{job="prod-speechjobs", namespace="speech"}'
+    unrouted, dead_letters, not_ready = (found[name] for name in ALERTS)
+    assert f"speechjobs_events_unrouted{mine}" in unrouted["expr"]
+    assert unrouted["for"] == "15m"
+    assert (
+        "{{ $value }} events wait in queue speechjobs.events.unrouted"
+        in unrouted["annotations"]["description"]
+    )
+    assert f"increase(speechjobs_dead_letters_total{mine}[15m])" in dead_letters["expr"]
+    assert f"speechjobs_dead_letters_total{mine} offset 15m" in dead_letters["expr"]  # a reason's first one
+    assert "{{ $labels.reason }}" in dead_letters["annotations"]["description"]
+    assert not_ready["for"] == "15m"
+    deployment = '{namespace="speech", deployment="prod-speechjobs"}'
+    assert f"kube_deployment_status_replicas_available{deployment}" in not_ready["expr"]
+    assert f"kube_deployment_spec_replicas{deployment}" in not_ready["expr"]
+    assert ("Deployment", "prod-speechjobs") in with_rule
+
+
+def exported_metrics() -> set[str]:
+    """The sample names consumer/runtime/metrics.py exposes on /metrics."""
+    suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_count", "_sum"]}
+    return {
+        family.name + suffix
+        for name in metrics.__all__
+        for family in getattr(metrics, name).describe()
+        for suffix in suffixes[family.type]
+    }
+
+
+def test_prometheus_rule_reads_metrics_the_service_exports(with_rule: Manifests) -> None:
+    used = {
+        metric
+        for alert in alerts(with_rule, "prod-speechjobs").values()
+        for metric in re.findall(r"\b(speechjobs_\w+)\{", alert["expr"])
+    }
+    assert used == {"speechjobs_events_unrouted", "speechjobs_dead_letters_total"}
+    assert used <= exported_metrics()
+
+
+def test_prometheus_rule_non_default_values(everything: Manifests) -> None:
+    assert everything["PrometheusRule", "sj"]["metadata"]["labels"]["release"] == "prometheus"
+    assert rule_group(everything, "sj")["interval"] == "1m"
+    found = alerts(everything, "sj")
+    # config.eventsUnrouted is empty: the service declares no unrouted queue, so there is nothing to watch.
+    assert list(found) == ["SpeechjobsDeadLetters", "SpeechjobsNotReady"]
+    assert {a["annotations"]["runbook_url"] for a in found.values()} == {
+        "https://wiki.example.com/speechjobs/dead-letters.md"
+    }
+    assert (
+        'speechjobs_dead_letters_total{job="sj", namespace="speech"}'
+        in found["SpeechjobsDeadLetters"]["expr"]
+    )
+    assert 'deployment="sj"' in found["SpeechjobsNotReady"]["expr"]
+
+
+def test_prometheus_rule_needs_to_know_where_the_metrics_are(helm_python: Any) -> None:
+    with pytest.raises(helm_python.HelmRenderError, match=r"needs serviceMonitor\.enabled"):
+        render(helm_python, {"prometheusRule": {"enabled": True}})
+    manifests = render(helm_python, {"prometheusRule": {"enabled": True, "metricsSelector": 'app="sj"'}})
+    assert not any(kind == "ServiceMonitor" for kind, _ in manifests)
+    found = alerts(manifests, "prod-speechjobs")
+    assert 'speechjobs_events_unrouted{app="sj"}' in found["SpeechjobsUnroutedEvents"]["expr"]
+    assert 'speechjobs_dead_letters_total{app="sj"}[15m]' in found["SpeechjobsDeadLetters"]["expr"]
+
+
+def test_prometheus_rule_passes_promtool(with_rule: Manifests, everything: Manifests, tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip(
+            "promtool is not installed (Debian package prometheus): the alerts' PromQL was not parsed"
+        )
+    groups = [rule_group(with_rule, "prod-speechjobs"), rule_group(everything, "sj")]
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    checked = subprocess.run(
+        [promtool, "check", "rules", str(rules)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 5 rules found" in checked.stdout, checked.stdout

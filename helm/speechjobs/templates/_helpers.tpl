@@ -108,6 +108,9 @@ Checks across values that the schema cannot express.
 {{- if and $pdb.enabled (kindIs "invalid" $pdb.minAvailable) (kindIs "invalid" $pdb.maxUnavailable) }}
 {{- fail "podDisruptionBudget needs minAvailable or maxUnavailable" }}
 {{- end }}
+{{- if and .Values.prometheusRule.enabled (not .Values.serviceMonitor.enabled) (not .Values.prometheusRule.metricsSelector) }}
+{{- fail "prometheusRule.enabled needs serviceMonitor.enabled, or prometheusRule.metricsSelector saying how your Prometheus labels the service's metrics" }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -175,4 +178,12 @@ Volumes shared by the consumer and the replay Job: a writable /tmp on a read-onl
 {{- with .Values.extraVolumeMounts }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{/*
+PromQL label matchers that select this release's own metrics: prometheusRule.metricsSelector, or else the
+ServiceMonitor's targets, which the Prometheus Operator labels with job (the Service's name) and namespace.
+*/}}
+{{- define "speechjobs.metricsSelector" -}}
+{{- .Values.prometheusRule.metricsSelector | default (printf "job=%q, namespace=%q" (include "speechjobs.fullname" .) .Release.Namespace) }}
 {{- end }}
