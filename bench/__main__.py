@@ -24,7 +24,7 @@ from bench.contenders import CONTENDERS, Config, broker_version, connect, run_co
 from bench.measure import find_server_pids
 from bench.report import ratios, render_profiles, render_table, write_json, write_png
 from bench.workload import RETRY_SHARE, generate
-from consumer.settings import Settings
+from consumer.settings import load_settings
 
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_MONGODB = "mongodb://127.0.0.1:27017/?directConnection=true&retryWrites=false"
@@ -120,10 +120,15 @@ async def _database_version(url: str) -> str:
 
 
 def _service_settings() -> dict[str, Any]:
-    defaults = Settings()
+    defaults = load_settings()
+    consumer, runtime = defaults.consumer, defaults.runtime
     return {
-        k: getattr(defaults, k)
-        for k in ("queue_type", "prefetch", "batch_size", "batch_linger_ms", "log_format", "log_level")
+        "queue_type": consumer.queue_type,
+        "prefetch": consumer.prefetch,
+        "batch_size": consumer.batch_size,
+        "batch_linger_ms": consumer.batch_linger_ms,
+        "log_format": runtime.log_format,
+        "log_level": runtime.log_level,
     }
 
 

@@ -35,8 +35,8 @@ from bench.measure import (
 )
 from bench.profile import Profiler
 from bench.workload import generate
-from consumer.amqp.connection import declare_topology
-from consumer.settings import Settings
+from consumer.amqp.connection import declare_consumer_topology
+from consumer.settings import Settings, load_settings
 
 __all__ = ["CONTENDERS", "Config", "Contender", "run_contender", "run_rss_flatness"]
 
@@ -102,7 +102,7 @@ class _Names:
 
     def settings(self, cfg: Config) -> Settings:
         s = self.suffix
-        return Settings(
+        return load_settings(
             amqp_url=SecretStr(cfg.amqp_url),
             mongodb_url=SecretStr(cfg.mongodb_url),
             mongodb_database=f"bench_{s}",
@@ -111,24 +111,24 @@ class _Names:
             dead_letter_exchange=f"bench.{s}.dead-letter",
             dead_letter_queue=f"bench.{s}.dead-letter",
             events_exchange=f"bench.{s}.events",
-            events_queue=f"bench.{s}.events",
+            events_unrouted=f"bench.{s}.events.unrouted",
         )
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    assert settings.mongodb_url is not None
+    assert settings.mongodb.mongodb_url is not None
     return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        "SPEECHJOBS_AMQP_URL": settings.amqp_url.get_secret_value(),
-        "SPEECHJOBS_MONGODB_URL": settings.mongodb_url.get_secret_value(),
-        "SPEECHJOBS_MONGODB_DATABASE": settings.mongodb_database,
-        "SPEECHJOBS_INBOUND_EXCHANGE": settings.inbound_exchange,
-        "SPEECHJOBS_INBOUND_QUEUE": settings.inbound_queue,
-        "SPEECHJOBS_DEAD_LETTER_EXCHANGE": settings.dead_letter_exchange,
-        "SPEECHJOBS_DEAD_LETTER_QUEUE": settings.dead_letter_queue,
-        "SPEECHJOBS_EVENTS_EXCHANGE": settings.events_exchange,
-        "SPEECHJOBS_EVENTS_QUEUE": settings.events_queue,
+        "SPEECHJOBS_AMQP_URL": settings.amqp.amqp_url.get_secret_value(),
+        "SPEECHJOBS_MONGODB_URL": settings.mongodb.mongodb_url.get_secret_value(),
+        "SPEECHJOBS_MONGODB_DATABASE": settings.mongodb.mongodb_database,
+        "SPEECHJOBS_INBOUND_EXCHANGE": settings.amqp.inbound_exchange,
+        "SPEECHJOBS_INBOUND_QUEUE": settings.consumer.inbound_queue,
+        "SPEECHJOBS_DEAD_LETTER_EXCHANGE": settings.amqp.dead_letter_exchange,
+        "SPEECHJOBS_DEAD_LETTER_QUEUE": settings.consumer.dead_letter_queue,
+        "SPEECHJOBS_EVENTS_EXCHANGE": settings.amqp.events_exchange,
+        "SPEECHJOBS_EVENTS_UNROUTED": settings.amqp.events_unrouted,
         "SPEECHJOBS_HTTP_PORT": str(_free_port()),
         "SPEECHJOBS_LOG_FORMAT": "json",
     }
@@ -246,8 +246,16 @@ def _batches(
 
 async def _cleanup(connection: AbstractConnection, settings: Settings, cfg: Config) -> None:
     """Delete the contender's queues, exchanges and database (a failed delete closes its channel)."""
-    queues = (settings.inbound_queue, settings.dead_letter_queue, settings.events_queue)
-    exchanges = (settings.inbound_exchange, settings.dead_letter_exchange, settings.events_exchange)
+    queues = (
+        settings.consumer.inbound_queue,
+        settings.consumer.dead_letter_queue,
+        settings.amqp.events_unrouted,
+    )
+    exchanges = (
+        settings.amqp.inbound_exchange,
+        settings.amqp.dead_letter_exchange,
+        settings.amqp.events_exchange,
+    )
     for name in (*queues, *exchanges):
         channel = await connection.channel()
         with contextlib.suppress(Exception):
@@ -256,7 +264,7 @@ async def _cleanup(connection: AbstractConnection, settings: Settings, cfg: Conf
             await channel.close()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(cfg.mongodb_url)
     try:
-        await client.drop_database(settings.mongodb_database)
+        await client.drop_database(settings.mongodb.mongodb_database)
     finally:
         await client.close()
 
@@ -286,14 +294,14 @@ async def run_contender(
     names = _Names()
     settings = names.settings(cfg)
     channel = await connection.channel(publisher_confirms=True)
-    topology = await declare_topology(channel, settings)
+    topology = await declare_consumer_topology(channel, channel, settings.amqp, settings.consumer)
     child = _Child(contender, settings, cfg, cfg.messages)
     sampler: ProcSampler | None = None
     profiler: Profiler | None = None
     collector = EventCollector()
     try:
         if contender.events:
-            await collector.start(channel, settings.events_queue)
+            await collector.start(channel, settings.amqp.events_unrouted)
         workload = generate(cfg.messages, seed=cfg.seed, prefix="b")
         if contender.consumes:
             await publish_backlog(topology.inbound_exchange, workload.messages)
@@ -376,7 +384,7 @@ async def _paced(
     channel = await connection.channel(publisher_confirms=False)
     sent: dict[str, float] = {}
     started = time.time()
-    achieved = await publish_paced(channel, settings.inbound_exchange, workload.messages, rate, sent)
+    achieved = await publish_paced(channel, settings.amqp.inbound_exchange, workload.messages, rate, sent)
     published = time.time()
     # A contender slower than `rate` drains a backlog: give it the time its own throughput needs.
     drain = count / max(min(backlog.rate, rate), 1.0)
@@ -410,7 +418,7 @@ async def run_rss_flatness(cfg: Config, connection: AbstractConnection, total: i
     names = _Names()
     settings = names.settings(cfg)
     channel = await connection.channel(publisher_confirms=True)
-    topology = await declare_topology(channel, settings)
+    topology = await declare_consumer_topology(channel, channel, settings.amqp, settings.consumer)
     child = _Child(contender, settings, cfg, total)
     sampler: ProcSampler | None = None
     workload = generate(total, seed=cfg.seed, prefix="r")

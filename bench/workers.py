@@ -23,7 +23,7 @@ from bench.workload import generate
 from consumer.core.contract import Inbound
 from consumer.core.errors import Rejection
 from consumer.core.state import apply, event_id, job_key
-from consumer.settings import Settings
+from consumer.settings import Settings, load_settings
 from consumer.store.mongo import MongoStore, job_document
 from consumer.vendors import normalize
 from schemas.job import Job
@@ -61,8 +61,8 @@ class Tracker:
 
 
 def _mongo(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
-    assert settings.mongodb_url is not None, "SPEECHJOBS_MONGODB_URL is not set"
-    return AsyncMongoClient(settings.mongodb_url.get_secret_value(), tz_aware=True, appname="bench")
+    assert settings.mongodb.mongodb_url is not None, "SPEECHJOBS_MONGODB_URL is not set"
+    return AsyncMongoClient(settings.mongodb.mongodb_url.get_secret_value(), tz_aware=True, appname="bench")
 
 
 async def handle(
@@ -112,11 +112,11 @@ async def handle(
 
 async def _bare(settings: Settings, tracker: Tracker, stop: asyncio.Event) -> None:
     """The client + broker ceiling: consume and ack, nothing else."""
-    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    connection = await aio_pika.connect(settings.amqp.amqp_url.get_secret_value())
     async with connection:
         channel = await connection.channel(publisher_confirms=False)
-        await channel.set_qos(prefetch_count=settings.prefetch)
-        queue = await channel.get_queue(settings.inbound_queue)
+        await channel.set_qos(prefetch_count=settings.consumer.prefetch)
+        queue = await channel.get_queue(settings.consumer.inbound_queue)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             tracker.consumed()
@@ -130,14 +130,14 @@ async def _bare(settings: Settings, tracker: Tracker, stop: asyncio.Event) -> No
 async def _straightforward(settings: Settings, tracker: Tracker, stop: asyncio.Event) -> None:
     """One message at a time: normalize, await each upsert, await each event's confirm, then ack."""
     client = _mongo(settings)
-    jobs = client[settings.mongodb_database]["jobs"]
-    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    jobs = client[settings.mongodb.mongodb_database]["jobs"]
+    connection = await aio_pika.connect(settings.amqp.amqp_url.get_secret_value())
     async with connection:
         channel = await connection.channel(publisher_confirms=False)
-        await channel.set_qos(prefetch_count=settings.prefetch)
+        await channel.set_qos(prefetch_count=settings.consumer.prefetch)
         publish_channel = await connection.channel(publisher_confirms=True)
-        events = await publish_channel.get_exchange(settings.events_exchange)
-        queue = await channel.get_queue(settings.inbound_queue)
+        events = await publish_channel.get_exchange(settings.amqp.events_exchange)
+        queue = await channel.get_queue(settings.consumer.inbound_queue)
 
         async def publish(body: bytes, routing_key: str, message_id: str, headers: dict[str, Any]) -> None:
             message = aio_pika.Message(
@@ -172,11 +172,12 @@ async def _faststream(settings: Settings, tracker: Tracker, stop: asyncio.Event)
     from faststream.rabbit.schemas import Channel
 
     client = _mongo(settings)
-    jobs = client[settings.mongodb_database]["jobs"]
+    jobs = client[settings.mongodb.mongodb_database]["jobs"]
     broker = RabbitBroker(
-        settings.amqp_url.get_secret_value(), default_channel=Channel(prefetch_count=settings.prefetch)
+        settings.amqp.amqp_url.get_secret_value(),
+        default_channel=Channel(prefetch_count=settings.consumer.prefetch),
     )
-    events = RabbitExchange(settings.events_exchange, type=ExchangeType.TOPIC, declare=False)
+    events = RabbitExchange(settings.amqp.events_exchange, type=ExchangeType.TOPIC, declare=False)
 
     async def publish(body: bytes, routing_key: str, message_id: str, headers: dict[str, Any]) -> None:
         await broker.publish(
@@ -190,7 +191,7 @@ async def _faststream(settings: Settings, tracker: Tracker, stop: asyncio.Event)
             mandatory=True,
         )
 
-    @broker.subscriber(RabbitQueue(settings.inbound_queue, declare=False))
+    @broker.subscriber(RabbitQueue(settings.consumer.inbound_queue, declare=False))
     async def on_message(message: RabbitMessage) -> None:
         tracker.consumed()
         raw = message.raw_message
@@ -214,7 +215,7 @@ async def _db_ceiling(
     now = datetime.now(UTC)
     state: dict[str, Job] = {}
     batches: list[tuple[int, list[ReplaceOne[dict[str, Any]]]]] = []
-    size = settings.batch_size
+    size = settings.consumer.batch_size
     for start in range(0, len(workload.messages), size):
         chunk = workload.messages[start : start + size]
         ops: list[ReplaceOne[dict[str, Any]]] = []
@@ -227,8 +228,8 @@ async def _db_ceiling(
         batches.append((len(chunk), ops))
     client = _mongo(settings)
     # The same collections and indexes speechjobs writes to: index upkeep is part of the database's cost.
-    await MongoStore(client, settings.mongodb_database).setup()
-    jobs = client[settings.mongodb_database]["jobs"]
+    await MongoStore(client, settings.mongodb.mongodb_database).setup()
+    jobs = client[settings.mongodb.mongodb_database]["jobs"]
     tracker.consumed()
     for count, ops in batches:
         await jobs.bulk_write(ops, ordered=False)
@@ -241,7 +242,7 @@ KINDS = ("bare", "straightforward", "faststream", "db-ceiling")
 
 
 async def _main(args: argparse.Namespace) -> None:
-    settings = Settings()
+    settings = load_settings()
     tracker = Tracker(Path(args.result), args.expect)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

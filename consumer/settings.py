@@ -1,49 +1,127 @@
-"""Service settings from SPEECHJOBS_* environment variables (or a .env file), built once and passed down."""
+"""Settings in sections from SPEECHJOBS_* variables (or .env, or secret files), built once and passed down."""
 
 from __future__ import annotations
 
 import os
-from typing import Annotated, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.job import PROVIDERS, Provider
 
-__all__ = ["Settings", "load_settings"]
+__all__ = [
+    "AmqpSettings",
+    "ConsumerSettings",
+    "LimitsSettings",
+    "MongoSettings",
+    "RuntimeSettings",
+    "Settings",
+    "load_settings",
+    "reference_markdown",
+]
 
 
-class Settings(BaseSettings):
+class _Section(BaseSettings):
+    # Every section reads the same flat SPEECHJOBS_* names, so a variable's name never depends on the
+    # section it is grouped in.
     model_config = SettingsConfigDict(env_prefix="SPEECHJOBS_", env_file=".env", extra="ignore", frozen=True)
+
+
+class AmqpSettings(_Section):
+    """RabbitMQ: the connection and the exchanges every process shares."""
 
     # Only the local broker has a default; anything else comes from the environment or a secret file.
     amqp_url: SecretStr = Field(
         default=SecretStr("amqp://guest:guest@127.0.0.1:5672/"),
         description="RabbitMQ URL; amqps:// with ?cafile=...&certfile=...&keyfile=... for TLS",
     )
-    mongodb_url: SecretStr | None = Field(
-        default=None,
-        description="MongoDB URL; add tls=true&tlsCAFile=... for TLS, w=majority for replica sets",
-    )
-    mongodb_database: str = Field(default="speechjobs", description="Database holding jobs and raw_bodies")
-
     inbound_exchange: str = Field(
-        default="speechjobs.inbound", description="Topic exchange the relay publishes to"
+        default="speechjobs.inbound",
+        description="Topic exchange that the receiver, the poller and relays publish to",
     )
-    inbound_queue: str = Field(default="speechjobs.inbound", description="Queue consumed, bound with #")
-    queue_type: Literal["quorum", "classic"] = Field(
-        default="quorum", description="quorum counts deliveries (x-delivery-count) and survives node loss"
+    events_exchange: str = Field(default="speechjobs.events", description="Topic exchange of job.* events")
+    events_unrouted: str = Field(
+        default="speechjobs.events.unrouted",
+        description="Alternate exchange and queue of the events exchange: they catch only events that "
+        "no subscriber's binding matched",
+    )
+    events_unrouted_max_length: int = Field(
+        default=100_000, ge=1, description="Unrouted events kept; beyond it the oldest are dropped"
     )
     dead_letter_exchange: str = Field(
         default="speechjobs.dead-letter", description="Fanout exchange for rejects"
     )
-    dead_letter_queue: str = Field(default="speechjobs.dead-letter", description="Where dead letters wait")
-    events_exchange: str = Field(default="speechjobs.events", description="Topic exchange of job.* events")
-    events_queue: str = Field(
-        default="speechjobs.events",
-        description="A durable queue bound to every event so none is unroutable; empty to declare none",
+    publish_timeout_s: float = Field(default=10, gt=0, description="Wait for a publisher confirm")
+
+
+class MongoSettings(_Section):
+    """MongoDB: where jobs, confirms and raw bodies are kept, and how durably."""
+
+    mongodb_url: SecretStr | None = Field(
+        default=None,
+        description="MongoDB URL; add tls=true&tlsCAFile=... for TLS",
+    )
+    mongodb_database: str = Field(
+        default="speechjobs", description="Database holding jobs, published_events and raw_bodies"
+    )
+    mongodb_timeout_ms: int = Field(default=5_000, ge=100, description="Server selection and connect timeout")
+    mongodb_write_concern: str = Field(
+        default="majority",
+        description="`w` of every write an ack depends on: majority (a standalone counts as its own "
+        "majority), or a number of members",
+    )
+    mongodb_journal: bool = Field(
+        default=True,
+        description="Wait for the journal before a write counts (`j: true`); without it an acked "
+        "message can be lost when the server dies",
     )
 
+    @field_validator("mongodb_write_concern")
+    @classmethod
+    def _w(cls, value: str) -> str:
+        if value != "majority" and not (value.isdigit() and int(value) >= 1):
+            raise ValueError("must be majority or a whole number of at least 1")
+        return value
+
+    def write_concern_w(self) -> int | str:
+        return int(self.mongodb_write_concern) if self.mongodb_write_concern.isdigit() else "majority"
+
+
+class RuntimeSettings(_Section):
+    """What every process shares: probes, logs, the event loop, shutdown."""
+
+    http_port: int = Field(
+        default=8080, ge=0, le=65535, description="/healthz, /readyz, /metrics; 0 disables"
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="json lines, or text for a terminal"
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop", description="uvloop spends less CPU per message; asyncio is the standard loop"
+    )
+    shutdown_grace_s: float = Field(default=20, gt=0, description="SIGTERM: time to finish in-flight work")
+
+
+class LimitsSettings(_Section):
+    """What a body may be; the same limits wherever a body enters."""
+
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1, description="Larger bodies are dead-lettered unparsed"
+    )
+    max_depth: int = Field(default=64, ge=2, description="Deeper JSON/XML nesting is dead-lettered")
+
+
+class ConsumerSettings(_Section):
+    """`speechjobs run`: its queues, batching and retries."""
+
+    inbound_queue: str = Field(default="speechjobs.inbound", description="Queue consumed, bound with #")
+    queue_type: Literal["quorum", "classic"] = Field(
+        default="quorum", description="quorum counts deliveries (x-delivery-count) and survives node loss"
+    )
+    dead_letter_queue: str = Field(default="speechjobs.dead-letter", description="Where dead letters wait")
     providers: Annotated[tuple[Provider, ...], NoDecode] = Field(
         default=PROVIDERS, description="Comma-separated providers to accept; others are dead-lettered"
     )
@@ -58,28 +136,10 @@ class Settings(BaseSettings):
         ge=1,
         description="Batches in progress at once; one writes jobs while the others publish and settle",
     )
-    max_body_bytes: int = Field(
-        default=1_048_576, ge=1, description="Larger bodies are dead-lettered unparsed"
-    )
-    max_depth: int = Field(default=64, ge=2, description="Deeper JSON/XML nesting is dead-lettered")
     raw_body_max_bytes: int = Field(
         default=262_144, ge=0, description="Larger bodies are kept as metadata only"
     )
     raw_retention_days: float = Field(default=30, gt=0, description="TTL of stored raw bodies")
-    publish_timeout_s: float = Field(default=10, gt=0, description="Wait for a publisher confirm")
-    shutdown_grace_s: float = Field(default=20, gt=0, description="SIGTERM: time to finish in-flight work")
-    mongodb_timeout_ms: int = Field(default=5_000, ge=100, description="Server selection and connect timeout")
-
-    http_port: int = Field(
-        default=8080, ge=0, le=65535, description="/healthz, /readyz, /metrics; 0 disables"
-    )
-    log_format: Literal["json", "text"] = Field(
-        default="json", description="json lines, or text for a terminal"
-    )
-    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR")
-    event_loop: Literal["uvloop", "asyncio"] = Field(
-        default="uvloop", description="uvloop spends less CPU per message; asyncio is the standard loop"
-    )
 
     @field_validator("providers", mode="before")
     @classmethod
@@ -90,8 +150,70 @@ class Settings(BaseSettings):
         return value
 
 
-def load_settings() -> Settings:
-    """Settings from the environment, plus one file per secret in SPEECHJOBS_SECRETS_DIR (a mounted
-    Kubernetes secret: files named speechjobs_amqp_url, speechjobs_mongodb_url, ...)."""
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every section; a process passes each part only what it needs."""
+
+    amqp: AmqpSettings
+    mongodb: MongoSettings
+    runtime: RuntimeSettings
+    limits: LimitsSettings
+    consumer: ConsumerSettings
+
+
+_SECTIONS: dict[str, type[_Section]] = {
+    "amqp": AmqpSettings,
+    "mongodb": MongoSettings,
+    "runtime": RuntimeSettings,
+    "limits": LimitsSettings,
+    "consumer": ConsumerSettings,
+}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Every section from the environment, plus one file per secret in SPEECHJOBS_SECRETS_DIR (a mounted
+    Kubernetes secret: files named speechjobs_amqp_url, speechjobs_mongodb_url, ...).
+
+    `overrides` (field name to value) win over the environment; a name no section has is an error.
+    """
     secrets_dir = os.environ.get("SPEECHJOBS_SECRETS_DIR")
-    return Settings(_secrets_dir=secrets_dir) if secrets_dir else Settings()
+    unknown = set(overrides) - {name for cls in _SECTIONS.values() for name in cls.model_fields}
+    if unknown:
+        raise TypeError(f"no such setting: {', '.join(sorted(unknown))}")
+    built: dict[str, Any] = {}
+    for section, cls in _SECTIONS.items():
+        mine = {k: v for k, v in overrides.items() if k in cls.model_fields}
+        built[section] = cls(_secrets_dir=secrets_dir, **mine) if secrets_dir else cls(**mine)
+    return Settings(**built)
+
+
+def reference_markdown() -> str:
+    """docs/configuration.md, generated from the fields' descriptions (a test keeps the file in sync)."""
+    lines = [
+        "# Configuration",
+        "",
+        "<!-- Generated by `speechjobs settings`; edit the descriptions in consumer/settings.py. -->",
+        "",
+        "Every setting is an environment variable (or a line in `.env`). Secrets can instead be files in",
+        "the folder named by `SPEECHJOBS_SECRETS_DIR` (a mounted Kubernetes Secret), one file per setting,",
+        "named after the variable in lower case, e.g. `speechjobs_mongodb_url`.",
+    ]
+    for cls in _SECTIONS.values():
+        title = (cls.__doc__ or cls.__name__).strip()
+        lines += ["", f"## {cls.__name__.removesuffix('Settings')}", "", title, ""]
+        lines += ["| Variable | Default | Meaning |", "|---|---|---|"]
+        for name, field in cls.model_fields.items():
+            default = field.get_default(call_default_factory=True)
+            shown = _shown_default(default)
+            lines.append(f"| `SPEECHJOBS_{name.upper()}` | {shown} | {field.description or ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def _shown_default(default: object) -> str:
+    if default is None:
+        return "(none)"
+    if isinstance(default, SecretStr):
+        return "(local broker, guest)"
+    if isinstance(default, tuple):
+        return "`" + ",".join(str(v) for v in default) + "`"
+    return f"`{default}`"

@@ -7,28 +7,31 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from pamqp.commands import Basic
 
-from consumer.amqp.connection import Broker
+from consumer.amqp.connection import Broker, Producer
+from consumer.core.contract import (
+    DEAD_LETTER_PROVIDER,
+    DEAD_LETTERED_AT,
+    DELIVERIES,
+    ERROR,
+    ORIGINAL_EXCHANGE,
+    ORIGINAL_ROUTING_KEY,
+    REASON,
+    TRACEPARENT,
+    Inbound,
+)
 from consumer.core.errors import Rejection
 from consumer.core.redact import redact
 from schemas.job import EventRecord
 
-__all__ = ["DeadLetter", "OutboundEvent", "Publisher"]
+__all__ = ["DeadLetter", "EventPublisher", "OutboundEvent", "Publisher", "publish_inbound"]
 
 log = logging.getLogger("speechjobs.publisher")
-
-# Headers a dead letter carries; `dlq` tooling reads them back.
-REASON = "x-speechjobs-reason"
-ERROR = "x-speechjobs-error"
-PROVIDER = "x-speechjobs-provider"
-ORIGINAL_EXCHANGE = "x-original-exchange"
-ORIGINAL_ROUTING_KEY = "x-original-routing-key"
-DEAD_LETTERED_AT = "x-speechjobs-dead-lettered-at"
-DELIVERIES = "x-speechjobs-deliveries"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +54,19 @@ class DeadLetter:
     deliveries: int
 
 
+class EventPublisher(Protocol):
+    """What the pipeline needs of a publisher: job events and dead letters, each confirmed by the broker."""
+
+    async def publish_events(self, events: Sequence[OutboundEvent]) -> None: ...
+    async def dead_letter(self, letter: DeadLetter) -> None: ...
+
+
 class Publisher:
     def __init__(
         self,
         channel: AbstractChannel,
         events: AbstractExchange,
-        dead_letter: AbstractExchange,
+        dead_letter: AbstractExchange | None,
         *,
         timeout: float,
     ) -> None:
@@ -93,6 +103,8 @@ class Publisher:
         )
 
     async def dead_letter(self, letter: DeadLetter) -> None:
+        if self._dead_letter is None:
+            raise RuntimeError("this publisher was built without a dead-letter exchange")
         rejection = letter.rejection
         headers = _safe_headers(letter.headers)
         headers |= {
@@ -104,7 +116,7 @@ class Publisher:
             DELIVERIES: letter.deliveries,
         }
         if rejection.provider:
-            headers[PROVIDER] = rejection.provider
+            headers[DEAD_LETTER_PROVIDER] = rejection.provider
         message = aio_pika.Message(
             letter.body,
             content_type=letter.content_type,
@@ -121,7 +133,7 @@ class Publisher:
 def _event_properties(event: OutboundEvent, now: datetime) -> Basic.Properties:
     headers: dict[str, aio_pika.abc.FieldValue] = {"provider": event.provider, "kind": event.kind}
     if event.traceparent:
-        headers["traceparent"] = event.traceparent
+        headers[TRACEPARENT] = event.traceparent
     return Basic.Properties(
         content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
@@ -148,3 +160,19 @@ def _safe_headers(headers: Mapping[str, object]) -> dict[str, aio_pika.abc.Field
         elif isinstance(value, bytes | int | float | bool | dict | list | datetime) or value is None:
             safe[key] = value
     return safe
+
+
+async def publish_inbound(producer: Producer, message: Inbound, *, timeout: float) -> None:
+    """Publish one inbound message (persistent, mandatory) and wait for the broker's confirm."""
+    await producer.inbound_exchange.publish(
+        aio_pika.Message(
+            message.body,
+            headers={k: v for k, v in message.headers.items() if isinstance(v, str | int)},
+            content_type=message.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            timestamp=datetime.now(UTC),
+        ),
+        routing_key=message.routing_key,
+        mandatory=True,
+        timeout=timeout,
+    )

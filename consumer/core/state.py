@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import JsonValue
@@ -12,7 +12,7 @@ from pydantic import JsonValue
 from schemas.event import JobEvent
 from schemas.job import EventRecord, HistoryEntry, Job, JobStatus, JobUpdate
 
-__all__ = ["Outcome", "OutcomeKind", "apply", "event_id", "job_key"]
+__all__ = ["Duty", "Outcome", "OutcomeKind", "apply", "event_id", "job_key", "publishing_duty"]
 
 # Fixed forever: event ids must stay stable across releases so subscribers can deduplicate.
 _EVENT_NAMESPACE = uuid.UUID("5b0f7c1e-2f4a-4c8e-9d7a-53a7c2b1e0d4")
@@ -32,6 +32,26 @@ class Outcome:
     kind: OutcomeKind
     changed: bool
     event: EventRecord | None
+
+
+Duty = Literal["publish", "publish-unless-confirmed", "none"]
+
+
+def publishing_duty(
+    event: EventRecord, *, delivery: str, redelivered: bool, received_at: datetime, lease: timedelta
+) -> Duty:
+    """Whether a delivery that met a job's event publishes it: the one rule for the worker and reprocess.
+
+    The delivery whose write created the event owns it and publishes it. Any other delivery leaves it to
+    the owner, which stays unacked until the confirm is logged, unless the owner may be gone: this
+    delivery is a redelivery (perhaps of the owner itself, after a crash), or the event is older than
+    the lease. Then it republishes, unless the store already logged the event's confirm.
+    """
+    if event.owner == delivery:
+        return "publish"
+    if redelivered or received_at - event.created_at > lease:
+        return "publish-unless-confirmed"
+    return "none"
 
 
 def job_key(provider: str, task_id: str) -> str:

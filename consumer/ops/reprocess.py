@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from consumer.amqp.connection import connect
+from consumer.amqp.connection import declare_events, open_connection
 from consumer.amqp.publisher import OutboundEvent, Publisher
-from consumer.core.contract import Inbound, header_text
+from consumer.core.contract import TRACEPARENT, Inbound, header_text
 from consumer.core.errors import Rejection
 from consumer.core.normalize import Limits
-from consumer.core.state import Outcome, apply, job_key
+from consumer.core.state import Outcome, apply, job_key, publishing_duty
 from consumer.settings import Settings
 from consumer.store.mongo import MongoStore
 from consumer.vendors import normalize
@@ -43,20 +43,22 @@ async def reprocess(
     say: Callable[[str], None] = lambda line: None,
 ) -> ReprocessReport:
     """Re-normalize stored raw bodies, oldest first, through the same state rules as the service."""
-    store = MongoStore.from_settings(settings)
-    broker = None
+    store = MongoStore.from_settings(settings.mongodb, settings.consumer)
+    connection = None
     try:
         publisher = None
         if not dry_run:
-            broker = await connect(settings, name="speechjobs-reprocess")
-            publisher = Publisher.on(broker, timeout=settings.publish_timeout_s)
+            connection = await open_connection(settings.amqp, name="speechjobs-reprocess")
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            events = await declare_events(channel, settings.amqp)
+            publisher = Publisher(channel, events, None, timeout=settings.amqp.publish_timeout_s)
         run = _Reprocess(settings, store, publisher, say)
         async for doc in store.raw_bodies(provider=provider, since=since, task_id=task_id):
             await run.body(doc)
         return run.report
     finally:
-        if broker is not None:
-            await broker.close()
+        if connection is not None:
+            await connection.close()
         await store.close()
 
 
@@ -66,12 +68,14 @@ class _Reprocess:
     def __init__(
         self, settings: Settings, store: MongoStore, publisher: Publisher | None, say: Callable[[str], None]
     ) -> None:
-        self._settings = settings
+        self._providers = settings.consumer.providers
         self._store = store
         self._publisher = publisher
         self._say = say
-        self._limits = Limits(max_body_bytes=settings.max_body_bytes, max_depth=settings.max_depth)
-        self._lease = timedelta(seconds=settings.publish_timeout_s * 3)
+        self._limits = Limits(
+            max_body_bytes=settings.limits.max_body_bytes, max_depth=settings.limits.max_depth
+        )
+        self._lease = timedelta(seconds=settings.amqp.publish_timeout_s * 3)
         self._simulated: dict[str, Job | None] = {}
         self.report = ReprocessReport()
 
@@ -86,7 +90,7 @@ class _Reprocess:
         headers = doc.get("headers") or {}
         inbound = Inbound(bytes(doc["body"]), doc.get("routing_key") or "", headers, doc.get("content_type"))
         try:
-            normalized = normalize(inbound, enabled=self._settings.providers, limits=self._limits)
+            normalized = normalize(inbound, enabled=self._providers, limits=self._limits)
         except Rejection as exc:
             report.rejected += 1
             self._say(f"{name}: rejected: {exc.reason}: {exc.message}")
@@ -115,12 +119,16 @@ class _Reprocess:
                 changed[key] = outcome
             if outcome.kind in ("new", "transition"):
                 report.transitions += 1
-            # New transitions, and events whose owner died before the confirm (older than the lease).
             event = outcome.event
-            if event is not None and (event.owner == token or now - event.created_at > self._lease):
-                traceparent = header_text(headers, "traceparent")
+            if event is None:
+                continue
+            duty = publishing_duty(
+                event, delivery=token, redelivered=False, received_at=now, lease=self._lease
+            )
+            if duty != "none":
+                traceparent = header_text(headers, TRACEPARENT)
                 events[key] = OutboundEvent(event, job.provider, job.kind, traceparent)
-                if event.owner != token:
+                if duty == "publish-unless-confirmed":
                     orphans[event.event_id] = key
         if orphans:
             for event_id in await self._store.published(list(orphans)):
@@ -135,17 +143,13 @@ class _Reprocess:
         if self._publisher is None:
             await self._load(keys)
             return {k: job.status.value for k in keys if (job := self._simulated[k]) is not None}
-        cursor = self._store.jobs.find({"_id": {"$in": keys}}, {"status": 1})
-        return {doc["_id"]: doc["status"] async for doc in cursor}
+        return {key: job.status.value for key, job in (await self._store.jobs_by_key(keys)).items()}
 
     async def _load(self, keys: list[str]) -> None:
         missing = [k for k in keys if k not in self._simulated]
-        found = {doc["_id"]: doc async for doc in self._store.jobs.find({"_id": {"$in": missing}})}
+        found = await self._store.jobs_by_key(missing)
         for key in missing:
-            doc = found.get(key)
-            self._simulated[key] = (
-                Job.model_validate({k: v for k, v in doc.items() if k != "_id"}) if doc else None
-            )
+            self._simulated[key] = found.get(key)
 
     def _simulate(self, updates: list[tuple[JobUpdate, datetime, str]]) -> list[Outcome]:
         outcomes = []

@@ -48,6 +48,9 @@ def setup_logging(fmt: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aio-pika logs every reconnect attempt at length; our own lines say what matters.
-    logging.getLogger("aio_pika").setLevel(logging.WARNING)
-    logging.getLogger("aiormq").setLevel(logging.WARNING)
+    # The AMQP clients log each connection loss as several ERROR lines and tracebacks; every failure they
+    # log also reaches our code, which logs one warning when an outage starts and one line when it ends.
+    # At DEBUG their own lines are kept, for a closer look.
+    quiet = logging.DEBUG if level.upper() == "DEBUG" else logging.CRITICAL
+    for name in ("aio_pika", "aiormq"):
+        logging.getLogger(name).setLevel(quiet)

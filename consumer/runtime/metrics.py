@@ -10,6 +10,7 @@ __all__ = [
     "DEAD_LETTERS",
     "DUPLICATES",
     "EVENTS",
+    "EVENTS_UNROUTED",
     "IN_FLIGHT",
     "MESSAGES",
     "PROCESSING_SECONDS",
@@ -37,3 +38,7 @@ BATCH_SIZE = Histogram(
     "speechjobs_batch_size", "Messages per batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 )
 IN_FLIGHT = Gauge("speechjobs_in_flight_messages", "Messages received and not yet settled")
+EVENTS_UNROUTED = Gauge(
+    "speechjobs_events_unrouted",
+    "Events waiting in the unrouted-events queue: published, but no subscriber's binding matched them",
+)

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-__all__ = ["serve"]
+__all__ = ["Check", "serve"]
 
 log = logging.getLogger("speechjobs.http")
 

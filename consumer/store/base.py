@@ -27,7 +27,7 @@ class RawBody:
     received_at: datetime
 
 
-class StoreConflict(RuntimeError):
+class StoreConflict(Exception):
     """Other writers kept changing the same jobs; the batch is retried as a whole."""
 
 

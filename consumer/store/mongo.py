@@ -8,20 +8,28 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import AsyncMongoClient, IndexModel, InsertOne, ReplaceOne
+from pymongo import AsyncMongoClient, IndexModel, InsertOne, ReplaceOne, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from consumer.core.state import Outcome, apply, job_key
-from consumer.settings import Settings
+from consumer.settings import ConsumerSettings, MongoSettings
 from consumer.store.base import RawBody, StoreConflict
 from schemas.job import Job, JobUpdate
 
-__all__ = ["MongoStore", "job_document", "mongo_client"]
+__all__ = ["DURABLE", "MongoStore", "NotConfigured", "job_document", "job_from_document", "mongo_client"]
 
 log = logging.getLogger("speechjobs.store")
 
 _DUPLICATE_KEY = 11000
+
+DURABLE = WriteConcern(w="majority", j=True)
+
+
+class NotConfigured(Exception):
+    """The store cannot be built from these settings."""
+
+
 _RECENT_RAW = 10_000
 
 
@@ -37,9 +45,12 @@ class MongoStore:
         raw_retention: timedelta = timedelta(days=30),
         max_attempts: int = 20,
         raw_chunk_max_bytes: int = 8 << 20,  # of kept bodies: well under MongoDB's 16 MiB document limit
+        write_concern: WriteConcern = DURABLE,
     ) -> None:
         self.client = client
-        db = client[database]
+        # Every write an ack depends on waits for the journal: a server that acknowledged a write only
+        # in memory loses it when it dies, after the message was acked.
+        db = client.get_database(database, write_concern=write_concern)
         self.jobs: AsyncCollection[dict[str, Any]] = db["jobs"]
         self.raw: AsyncCollection[dict[str, Any]] = db["raw_bodies"]
         # Confirms are inserted into a log of their own, not set on the job: an insert of a small
@@ -52,12 +63,13 @@ class MongoStore:
         self._recent_raw: dict[str, None] = {}  # insertion-ordered: the oldest goes first
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> MongoStore:
+    def from_settings(cls, mongodb: MongoSettings, consumer: ConsumerSettings) -> MongoStore:
         return cls(
-            mongo_client(settings),
-            settings.mongodb_database,
-            raw_body_max_bytes=settings.raw_body_max_bytes,
-            raw_retention=timedelta(days=settings.raw_retention_days),
+            mongo_client(mongodb),
+            mongodb.mongodb_database,
+            raw_body_max_bytes=consumer.raw_body_max_bytes,
+            raw_retention=timedelta(days=consumer.raw_retention_days),
+            write_concern=WriteConcern(w=mongodb.write_concern_w(), j=mongodb.mongodb_journal),
         )
 
     async def close(self) -> None:
@@ -97,7 +109,7 @@ class MongoStore:
             op_keys: list[str] = []
             for key in pending:
                 doc = current.get(key)
-                before = _from_doc(doc) if doc is not None else None
+                before = job_from_document(doc) if doc is not None else None
                 job = before
                 for index in groups[key]:
                     update, now, owner = updates[index]
@@ -127,6 +139,11 @@ class MongoStore:
         if not ops:
             return []
         return [keys[index] for index in await _write_first_wins(self.jobs, ops)]
+
+    async def jobs_by_key(self, keys: Sequence[str]) -> dict[str, Job]:
+        """The stored jobs among `keys` ("provider:task_id")."""
+        cursor = self.jobs.find({"_id": {"$in": list(keys)}})
+        return {doc["_id"]: job_from_document(doc) async for doc in cursor}
 
     async def confirm(self, events: Sequence[tuple[str, str]], now: datetime) -> None:
         """Log the broker's confirm of (job key, event id) pairs; an event confirmed twice is logged once."""
@@ -234,15 +251,15 @@ async def _write_first_wins(
     return []
 
 
-def mongo_client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
-    if settings.mongodb_url is None:
-        raise SystemExit("SPEECHJOBS_MONGODB_URL is not set (scripts/run-local starts a local one)")
+def mongo_client(mongodb: MongoSettings) -> AsyncMongoClient[dict[str, Any]]:
+    if mongodb.mongodb_url is None:
+        raise NotConfigured("SPEECHJOBS_MONGODB_URL is not set (scripts/run-local starts a local one)")
     return AsyncMongoClient(
-        settings.mongodb_url.get_secret_value(),
+        mongodb.mongodb_url.get_secret_value(),
         tz_aware=True,
         appname="speechjobs",
-        serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
-        connectTimeoutMS=settings.mongodb_timeout_ms,
+        serverSelectionTimeoutMS=mongodb.mongodb_timeout_ms,
+        connectTimeoutMS=mongodb.mongodb_timeout_ms,
     )
 
 
@@ -255,6 +272,6 @@ def job_document(key: str, job: Job) -> dict[str, Any]:
     return doc
 
 
-def _from_doc(doc: dict[str, Any]) -> Job:
+def job_from_document(doc: dict[str, Any]) -> Job:
     # The client is tz_aware, so dates come back as aware UTC datetimes.
     return Job.model_validate({k: v for k, v in doc.items() if k != "_id"})

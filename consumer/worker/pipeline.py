@@ -11,47 +11,47 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeVar
 
-import aio_pika.exceptions
 import aiormq.exceptions
 from aio_pika.abc import AbstractIncomingMessage
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, PyMongoError, WTimeoutError
 from tenacity import AsyncRetrying, retry_if_exception, stop_never, wait_exponential_jitter
 
-from consumer.amqp.publisher import DeadLetter, OutboundEvent, Publisher
-from consumer.core.contract import Inbound, header_text
-from consumer.core.errors import Rejection
+from consumer.amqp.connection import TRANSIENT
+from consumer.amqp.publisher import DeadLetter, EventPublisher, OutboundEvent
+from consumer.core.contract import DELIVERY_COUNT, INBOUND_HEADERS, TRACEPARENT, Inbound, header_text
+from consumer.core.errors import Rejection, error_name
 from consumer.core.normalize import Limits, Normalized
-from consumer.core.state import Outcome, job_key
+from consumer.core.state import Outcome, job_key, publishing_duty
 from consumer.runtime import metrics
 from consumer.runtime.health import Health
-from consumer.settings import Settings
+from consumer.settings import AmqpSettings, ConsumerSettings, LimitsSettings
 from consumer.store import JobStore, RawBody, StoreConflict
 from consumer.vendors import normalize
-from schemas.job import EventRecord, JobUpdate
+from schemas.job import JobUpdate
 
-__all__ = ["Pipeline"]
+__all__ = ["Pipeline", "transient_broker_error", "transient_store_error"]
 
 log = logging.getLogger("speechjobs.pipeline")
 
 T = TypeVar("T")
-Result = Literal["stored", "duplicate", "ignored", "dead-lettered", "requeued"]
-
-_KEPT_HEADERS = ("x-provider", "x-task-id", "traceparent")
+_Result = Literal["stored", "duplicate", "ignored", "dead-lettered", "requeued"]
 
 
-def _transient_store_error(exc: BaseException) -> bool:
-    return isinstance(exc, ConnectionFailure | StoreConflict)
+def transient_store_error(exc: BaseException) -> bool:
+    """Worth another attempt: the server unreachable or failing over, a write concern timing out, or
+    other replicas winning every version race of a batch."""
+    if isinstance(exc, ConnectionFailure | WTimeoutError | StoreConflict):
+        return True
+    return isinstance(exc, PyMongoError) and exc.has_error_label("RetryableWriteError")
 
 
-def _transient_broker_error(exc: BaseException) -> bool:
-    return isinstance(
-        exc,
-        aio_pika.exceptions.AMQPError
-        | aiormq.exceptions.AMQPError
-        | ConnectionError
-        | asyncio.TimeoutError
-        | RuntimeError,
-    )
+_RETRIED_BROKER_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT, aiormq.exceptions.DeliveryError)
+
+
+def transient_broker_error(exc: BaseException) -> bool:
+    """Worth another attempt: the connection or channel gone, a confirm late, an event returned or nacked
+    (it waits until a subscriber's queue or the unrouted queue takes it)."""
+    return isinstance(exc, _RETRIED_BROKER_ERRORS)
 
 
 @dataclass(slots=True)
@@ -61,7 +61,7 @@ class _Item:
     normalized: Normalized | None = None
     rejection: Rejection | None = None
     failure: BaseException | None = None
-    result: Result = "stored"
+    result: _Result = "stored"
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     transitions: list[str] = field(default_factory=list)
 
@@ -70,14 +70,24 @@ class Pipeline:
     """Processes batches; an input is acked only after its job write, its body's archive and its event's
     logged confirm. Batches write jobs one at a time, in order; the rest of their work overlaps."""
 
-    def __init__(self, settings: Settings, store: JobStore, publisher: Publisher, health: Health) -> None:
-        self._settings = settings
+    def __init__(
+        self,
+        amqp: AmqpSettings,
+        consumer: ConsumerSettings,
+        limits: LimitsSettings,
+        *,
+        store: JobStore,
+        publisher: EventPublisher,
+        health: Health,
+    ) -> None:
+        self._providers = consumer.providers
+        self._max_deliveries = consumer.max_deliveries
         self._store = store
         self._publisher = publisher
         self._health = health
-        self._limits = Limits(max_body_bytes=settings.max_body_bytes, max_depth=settings.max_depth)
-        self._exchange = settings.inbound_exchange
-        self._lease = timedelta(seconds=settings.publish_timeout_s * 3)
+        self._limits = Limits(max_body_bytes=limits.max_body_bytes, max_depth=limits.max_depth)
+        self._exchange = amqp.inbound_exchange
+        self._lease = timedelta(seconds=amqp.publish_timeout_s * 3)
         self._writing = asyncio.Lock()  # FIFO: batches write jobs in the order they were cut
 
     async def until_writer_idle(self) -> None:
@@ -116,7 +126,7 @@ class Pipeline:
         item = _Item(message, now)
         inbound = Inbound(message.body, message.routing_key or "", message.headers, message.content_type)
         try:
-            item.normalized = normalize(inbound, enabled=self._settings.providers, limits=self._limits)
+            item.normalized = normalize(inbound, enabled=self._providers, limits=self._limits)
         except Rejection as exc:
             item.rejection = exc
         except Exception as exc:  # a bug in an adapter: counted redeliveries, then dead-lettered
@@ -147,15 +157,21 @@ class Pipeline:
             event = outcome.event
             if event is None or event.event_id in events:
                 continue
-            owned = event.owner == item.token
-            if owned or self._may_be_orphaned(item, event):
+            duty = publishing_duty(
+                event,
+                delivery=item.token,
+                redelivered=bool(item.message.redelivered),
+                received_at=item.received_at,
+                lease=self._lease,
+            )
+            if duty != "none":
                 job = outcome.job
-                traceparent = header_text(item.message.headers, "traceparent")
+                traceparent = header_text(item.message.headers, TRACEPARENT)
                 events[event.event_id] = (
                     job_key(job.provider, job.task_id),
                     OutboundEvent(event, job.provider, job.kind, traceparent),
                 )
-                if not owned:
+                if duty == "publish-unless-confirmed":
                     orphans.add(event.event_id)
         if orphans:
             published = await self._retry("mongodb", lambda: self._store.published(sorted(orphans)))
@@ -178,15 +194,6 @@ class Pipeline:
         for sent in outbound:
             metrics.EVENTS.labels(sent.provider, sent.record.routing_key).inc()
 
-    def _may_be_orphaned(self, item: _Item, event: EventRecord) -> bool:
-        """Whether this delivery must republish another delivery's event, unless its confirm is logged.
-
-        The delivery whose write created the event stays unacked until the confirm is logged, so a
-        fresh duplicate arriving meanwhile leaves publishing to it. A redelivery may be that very
-        message after a crash, and an event older than the lease means its owner is gone.
-        """
-        return item.message.redelivered or item.received_at - event.created_at > self._lease
-
     async def _timed_store(self, updates: list[tuple[JobUpdate, datetime, str]]) -> list[Outcome]:
         started = time.perf_counter()
         try:
@@ -204,7 +211,7 @@ class Pipeline:
 
     def _raw(self, item: _Item, normalized: Normalized) -> RawBody:
         message = item.message
-        headers = {h: v for h in _KEPT_HEADERS if (v := header_text(message.headers, h)) is not None}
+        headers = {h: v for h in INBOUND_HEADERS if (v := header_text(message.headers, h)) is not None}
         return RawBody(
             sha256=normalized.body_sha256,
             body=message.body,
@@ -221,13 +228,13 @@ class Pipeline:
             message = item.message
             if item.failure is not None:
                 deliveries = _deliveries(message)
-                if deliveries < self._settings.max_deliveries:
+                if deliveries < self._max_deliveries:
                     item.result = "requeued"
-                    await _settle_one(message.nack(requeue=True))
+                    await _settle_one(message, "nack", message.nack(requeue=True))
                     continue
                 item.rejection = Rejection(
                     "processing-failed",
-                    f"{type(item.failure).__name__} on each of {deliveries} deliveries",
+                    f"{error_name(item.failure)} on each of {deliveries} deliveries",
                 )
             if item.rejection is not None:
                 await self._dead_letter(item)
@@ -238,10 +245,11 @@ class Pipeline:
                 item.result = "duplicate"
         unsettled = [i for i in items if i.result != "requeued"]
         if multiple and unsettled and len(unsettled) == len(items):
-            await _settle_one(items[-1].message.ack(multiple=True))
+            last = items[-1].message
+            await _settle_one(last, "ack", last.ack(multiple=True))
         else:
             for item in unsettled:
-                await _settle_one(item.message.ack())
+                await _settle_one(item.message, "ack", item.message.ack())
         elapsed = time.perf_counter() - started
         for item in items:
             self._log(item, elapsed)
@@ -288,7 +296,7 @@ class Pipeline:
 
     async def _retry(self, component: str, call: Callable[[], Awaitable[T]]) -> T:
         """Retry transient failures forever with backoff; readiness reports the component as degraded."""
-        transient = _transient_store_error if component == "mongodb" else _transient_broker_error
+        transient = transient_store_error if component == "mongodb" else transient_broker_error
         try:
             result = await call()
         except Exception as exc:
@@ -297,7 +305,7 @@ class Pipeline:
             self._degraded(component, exc)
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(transient),
-                wait=wait_exponential_jitter(initial=0.2, max=15, jitter=1),
+                wait=wait_exponential_jitter(multiplier=0.2, max=15, jitter=1),
                 stop=stop_never,
                 before_sleep=lambda s: self._degraded(
                     component, s.outcome.exception() if s.outcome else None
@@ -310,22 +318,29 @@ class Pipeline:
         return result
 
     def _degraded(self, component: str, exc: BaseException | None) -> None:
-        reason = f"{component} unavailable: {type(exc).__name__}"
-        if self._health.degrade(component, reason):
-            log.warning("%s, retrying with backoff", reason)
+        self._health.degrade(component, error_name(exc) if exc is not None else "unknown error")
 
 
-async def _settle_one(settle: Awaitable[None]) -> None:
+_SETTLE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT, aiormq.exceptions.AMQPError)
+
+
+async def _settle_one(message: AbstractIncomingMessage, verb: str, settle: Awaitable[None]) -> None:
     try:
         await settle
-    except (aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError, RuntimeError, ConnectionError):
+    except _SETTLE_ERRORS as exc:
         # The channel went away with the connection: the broker redelivers, and redeliveries are idempotent.
-        log.warning("could not settle a message, the broker will redeliver it")
+        log.warning(
+            "could not %s message %s (%s), the broker will redeliver it",
+            verb,
+            message.message_id,
+            error_name(exc),
+            extra={"message_id": message.message_id, "delivery_tag": message.delivery_tag},
+        )
 
 
 def _deliveries(message: AbstractIncomingMessage) -> int:
     """This delivery's number: quorum queues count earlier deliveries in x-delivery-count."""
-    count = message.headers.get("x-delivery-count")
+    count = message.headers.get(DELIVERY_COUNT)
     if isinstance(count, int):
         return count + 1
     return 2 if message.redelivered else 1

@@ -1,54 +1,42 @@
-"""The running service: wires settings, store, broker and pipeline; batches deliveries; shuts down cleanly."""
+"""`speechjobs run`: wires store, broker and pipeline; cuts deliveries into batches; shuts down cleanly."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import itertools
 import logging
-import signal
 from collections import deque
-from collections.abc import Coroutine
-from typing import Any, Literal, TypeVar
+from collections.abc import Awaitable, Callable
 
 from aio_pika.abc import AbstractIncomingMessage
-from pymongo.errors import PyMongoError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential_jitter
+from pymongo.errors import ConnectionFailure, PyMongoError
 
-from consumer.amqp.connection import Broker, connect
+from consumer.amqp.connection import TRANSIENT, Broker, TopologyError, connect_consumer
 from consumer.amqp.publisher import Publisher
+from consumer.core.errors import error_name
 from consumer.runtime import metrics
 from consumer.runtime.health import Health
+from consumer.runtime.lifecycle import freeze_startup_heap, stop_on_signals, until_up
 from consumer.runtime.probes import serve
 from consumer.settings import Settings
 from consumer.store import JobStore
 from consumer.store.mongo import MongoStore
 from consumer.worker.pipeline import Pipeline
 
-__all__ = ["Service", "run_loop"]
+__all__ = ["EXIT_CONFIG", "EXIT_CRASHED", "Service"]
 
 log = logging.getLogger("speechjobs.service")
 
+EXIT_CRASHED = 1  # the batch worker died: the pod restarts, the broker redelivers what was unacked
+EXIT_CONFIG = 2  # the broker refused the topology: no restart fixes it
+
 _STOP = None  # sentinel in the delivery buffer: finish the current batch, then return
-
-T = TypeVar("T")
-
-
-def run_loop(main: Coroutine[Any, Any, T], loop: Literal["uvloop", "asyncio"]) -> T:
-    """Run `main` on uvloop where it is installed (it is not on Windows), else on asyncio's own loop."""
-    if loop == "uvloop":
-        try:
-            import uvloop
-        except ImportError:
-            log.warning("uvloop is not installed, running on the asyncio loop")
-        else:
-            return uvloop.run(main)
-    return asyncio.run(main)
+_UNROUTED_EVERY_S = 30.0
 
 
 class Service:
-    """`speechjobs run`. The store is swappable (the benchmark runs the same service on an in-memory one)."""
+    """The consumer process. The store is swappable (the benchmark runs it on an in-memory one)."""
 
     def __init__(self, settings: Settings, *, store: JobStore | None = None) -> None:
         self.settings = settings
@@ -60,49 +48,35 @@ class Service:
 
     async def run(self) -> int:
         settings = self.settings
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        self._store = store = self._store or MongoStore.from_settings(settings)
-        server = (
-            await serve("0.0.0.0", settings.http_port, live=self._live, ready=self._ready)
-            if settings.http_port
-            else None
-        )
+        stop = stop_on_signals()
+        self._store = store = self._store or MongoStore.from_settings(settings.mongodb, settings.consumer)
+        port = settings.runtime.http_port
+        server = await serve("0.0.0.0", port, live=self._live, ready=self._ready) if port else None
         broker: Broker | None = None
         try:
-            await self._until_up("mongodb", store.setup, PyMongoError, stop)
-            broker = await self._until_up("broker", lambda: connect(settings), Exception, stop)
+            up = await until_up(
+                "mongodb",
+                _setup(store),
+                transient=lambda e: isinstance(e, ConnectionFailure),
+                stop=stop,
+                health=self.health,
+            )
+            if up is None:
+                return 0
+            try:
+                broker = await until_up(
+                    "broker",
+                    lambda: connect_consumer(settings.amqp, settings.consumer),
+                    transient=lambda e: isinstance(e, TRANSIENT),
+                    stop=stop,
+                    health=self.health,
+                )
+            except TopologyError as exc:
+                log.error("cannot start: %s", exc, extra={"component": "broker"})
+                return EXIT_CONFIG
             if broker is None:
                 return 0
-            self._watch(broker)
-            publisher = Publisher.on(broker, timeout=settings.publish_timeout_s)
-            pipeline = Pipeline(settings, store, publisher, self.health)
-            # What start-up built (modules, models, validators, connections) lives as long as the process:
-            # out of the collector's sight, full collections walk only what messages allocate, and pause
-            # the pipeline for a few milliseconds instead of 20-35.
-            gc.collect()
-            gc.freeze()
-            self._worker = asyncio.create_task(self._batches(pipeline), name="batches")
-            tag = await broker.topology.inbound.consume(self._on_message, no_ack=False)
-            self.health.consuming = True
-            log.info(
-                "consuming",
-                extra={
-                    "queue": settings.inbound_queue,
-                    "providers": list(settings.providers),
-                    "event_loop": type(loop).__module__.split(".")[0],
-                },
-            )
-            stop_wait = asyncio.create_task(stop.wait())
-            await asyncio.wait({stop_wait, self._worker}, return_when=asyncio.FIRST_COMPLETED)
-            stop_wait.cancel()
-            log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})
-            self.health.consuming = False
-            with contextlib.suppress(Exception):
-                await broker.topology.inbound.cancel(tag)
-            await self._drain(settings.shutdown_grace_s)
+            return await self._consume(broker, store, stop)
         finally:
             self._closing = True
             if broker is not None:
@@ -111,7 +85,51 @@ class Service:
             await store.close()
             if server is not None:
                 server.close()
-        log.info("stopped")
+            log.info("stopped")
+
+    async def _consume(self, broker: Broker, store: JobStore, stop: asyncio.Event) -> int:
+        settings = self.settings
+        self._watch(broker)
+        publisher = Publisher.on(broker, timeout=settings.amqp.publish_timeout_s)
+        pipeline = Pipeline(
+            settings.amqp,
+            settings.consumer,
+            settings.limits,
+            store=store,
+            publisher=publisher,
+            health=self.health,
+        )
+        freeze_startup_heap()
+        self._worker = worker = asyncio.create_task(self._batches(pipeline), name="batches")
+        sampler = asyncio.create_task(self._sample_unrouted(broker), name="unrouted-events")
+        tag = await broker.topology.inbound.consume(self._on_message, no_ack=False)
+        self.health.working = True
+        log.info(
+            "consuming",
+            extra={
+                "queue": settings.consumer.inbound_queue,
+                "providers": list(settings.consumer.providers),
+                "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
+            },
+        )
+        stop_wait = asyncio.create_task(stop.wait())
+        await asyncio.wait({stop_wait, worker}, return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        sampler.cancel()
+        self.health.working = False
+        if worker.done():
+            # Only a bug ends the worker early: exit non-zero so the pod restarts; the broker redelivers.
+            exc = worker.exception() if not worker.cancelled() else None
+            log.critical(
+                "the batch worker died", exc_info=exc, extra={"error": error_name(exc) if exc else None}
+            )
+            return EXIT_CRASHED
+        log.info("shutting down", extra={"grace_s": settings.runtime.shutdown_grace_s})
+        try:
+            await broker.topology.inbound.cancel(tag)
+        except Exception as exc:  # the channel may already be gone; the broker then stops delivering anyway
+            log.warning("could not cancel the consumer: %s", error_name(exc))
+        await self._drain(settings.runtime.shutdown_grace_s)
         return 0
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
@@ -120,8 +138,9 @@ class Service:
 
     async def _batches(self, pipeline: Pipeline) -> None:
         """Cut the delivery buffer into batches and run up to `batches_in_flight` of them at once."""
-        size, linger = self.settings.batch_size, self.settings.batch_linger_ms / 1000
-        slots = asyncio.Semaphore(self.settings.batches_in_flight)
+        consumer = self.settings.consumer
+        size, linger = consumer.batch_size, consumer.batch_linger_ms / 1000
+        slots = asyncio.Semaphore(consumer.batches_in_flight)
         in_flight: deque[int] = deque()  # batch numbers, oldest first
         running: set[asyncio.Task[None]] = set()
         for number in itertools.count():
@@ -167,13 +186,19 @@ class Service:
         except Exception:
             log.exception("batch of %d failed; handing the messages back for redelivery", len(batch))
             for message in batch:
-                with contextlib.suppress(Exception):
+                try:
                     await message.nack(requeue=True)
+                except Exception as exc:  # the channel is gone: the broker redelivers it anyway
+                    log.warning(
+                        "could not nack message %s: %s",
+                        message.message_id,
+                        error_name(exc),
+                        extra={"message_id": message.message_id},
+                    )
         finally:
             in_flight.remove(number)
             slots.release()
             metrics.IN_FLIGHT.dec(len(batch))
-            self.health.beat()
 
     async def _drain(self, grace: float) -> None:
         """Finish what was received within the grace period; the broker redelivers the rest."""
@@ -188,58 +213,55 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
 
-    def _watch(self, broker: Broker) -> None:
-        self.health.broker_connected = True
+    async def _sample_unrouted(self, broker: Broker) -> None:
+        """Export how many events wait in the unrouted queue: each is an event no subscriber received."""
+        name = self.settings.amqp.events_unrouted
+        if not name:
+            return
+        while True:
+            try:
+                # A channel of its own: a passive declare that fails closes the channel it runs on.
+                channel = await broker.connection.channel(publisher_confirms=False)
+                try:
+                    queue = await channel.declare_queue(name, passive=True)
+                    metrics.EVENTS_UNROUTED.set(queue.declaration_result.message_count or 0)
+                finally:
+                    await channel.close()
+            except Exception as exc:  # a sample missed during an outage is taken again next time
+                log.debug("could not sample the unrouted-events queue: %s", error_name(exc))
+            await asyncio.sleep(_UNROUTED_EVERY_S)
 
-        def lost(*_: object) -> None:
-            self.health.broker_connected = False
-            if self._closing:
-                return
-            log.warning("broker connection lost, reconnecting")
+    def _watch(self, broker: Broker) -> None:
+        def lost(_: object, exc: BaseException | None = None) -> None:
+            if not self._closing:
+                self.health.degrade(
+                    "broker", f"connection lost ({error_name(exc)})" if exc else "connection lost"
+                )
 
         def back(*_: object) -> None:
-            self.health.broker_connected = True
-            log.info("broker connection restored")
+            self.health.recovered("broker")
 
         broker.connection.close_callbacks.add(lost)
         broker.connection.reconnect_callbacks.add(back)
 
-    async def _until_up(
-        self, component: str, call: Any, error: type[BaseException], stop: asyncio.Event
-    ) -> Any:
-        async def attempt() -> Any:
-            if stop.is_set():
-                return None
-            return await call()
-
-        async def sleep(seconds: float) -> None:
-            # A SIGTERM during start-up must not wait out the backoff.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), seconds)
-
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(error),
-            wait=wait_exponential_jitter(initial=0.5, max=15),
-            stop=stop_never,
-            sleep=sleep,
-            before_sleep=lambda s: log.warning(
-                "%s not reachable yet: %s",
-                component,
-                type(s.outcome.exception()).__name__ if s.outcome else "?",
-            ),
-        )
-        return await retrying(attempt)
-
     async def _live(self) -> list[str]:
         if self._worker is not None and self._worker.done():
-            return ["consumer task ended"]
+            return ["batch worker ended"]
         return []
 
     async def _ready(self) -> list[str]:
-        problems = self.health.not_ready()
+        problems = self.health.not_ready() + await self._live()
         if self._store is not None:
             try:
                 await asyncio.wait_for(self._store.ping(), 2)
             except (PyMongoError, TimeoutError) as exc:
-                problems.append(f"mongodb unreachable: {type(exc).__name__}")
+                problems.append(f"mongodb unreachable: {error_name(exc)}")
         return problems
+
+
+def _setup(store: JobStore) -> Callable[[], Awaitable[bool]]:
+    async def setup() -> bool:
+        await store.setup()
+        return True
+
+    return setup

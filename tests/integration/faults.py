@@ -9,6 +9,9 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from pymongo import AsyncMongoClient
 
 from tests.integration.harness import free_port
 
@@ -25,6 +28,9 @@ class PrivateMongo:
     @property
     def url(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}/?directConnection=true&retryWrites=false"
+
+    def client(self) -> AsyncMongoClient[dict[str, Any]]:
+        return AsyncMongoClient(self.url, tz_aware=True)
 
     async def start(self) -> None:
         server = Path(sys.executable).with_name("secantusd-py")

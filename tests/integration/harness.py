@@ -52,9 +52,14 @@ class Names:
             "SPEECHJOBS_DEAD_LETTER_EXCHANGE": f"t.{s}.dead-letter",
             "SPEECHJOBS_DEAD_LETTER_QUEUE": f"t.{s}.dead-letter",
             "SPEECHJOBS_EVENTS_EXCHANGE": f"t.{s}.events",
-            "SPEECHJOBS_EVENTS_QUEUE": f"t.{s}.events",
+            # No subscriber binds in most tests: every event lands in the unrouted queue, where they read it.
+            "SPEECHJOBS_EVENTS_UNROUTED": f"t.{s}.events.unrouted",
             "SPEECHJOBS_MONGODB_DATABASE": f"t_{s}",
         }
+
+    @property
+    def events_queue(self) -> str:
+        return self.env["SPEECHJOBS_EVENTS_UNROUTED"]
 
     def __getattr__(self, name: str) -> str:
         key = f"SPEECHJOBS_{name.upper()}"
@@ -208,6 +213,7 @@ class Bus:
             self.names.inbound_exchange,
             self.names.dead_letter_exchange,
             self.names.events_exchange,
+            self.names.events_queue,  # the unrouted-events exchange has the queue's name
         ):
             channel = await self.connection.channel()
             with contextlib.suppress(Exception):

@@ -19,10 +19,10 @@ import aio_pika
 import pytest
 from aio_pika.abc import FieldValue
 
-from consumer.amqp.connection import declare_topology
+from consumer.amqp.connection import declare_consumer_topology
 from consumer.cli import main
 from consumer.core.state import event_id
-from consumer.settings import Settings
+from consumer.settings import Settings, load_settings
 from schemas.job import JobStatus
 from tests.conftest import fixture_bytes
 from tests.integration.harness import AMQP_URL, DB, Bus, Names, ServiceProcess, mongodb_url, published_ids
@@ -68,7 +68,7 @@ def cli(names: Names, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFix
 
 
 def settings(names: Names) -> Settings:
-    return Settings.model_validate({k.removeprefix("SPEECHJOBS_").lower(): v for k, v in names.env.items()})
+    return load_settings(**{k.removeprefix("SPEECHJOBS_").lower(): v for k, v in names.env.items()})
 
 
 @pytest.fixture
@@ -76,7 +76,8 @@ async def topology(names: Names, bus: Bus) -> None:
     """The service's exchanges and queues, without a service consuming the inbound queue."""
     assert bus.connection is not None
     channel = await bus.connection.channel()
-    await declare_topology(channel, settings(names))
+    config = settings(names)
+    await declare_consumer_topology(channel, channel, config.amqp, config.consumer)
     await channel.close()
 
 

@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 from pymongo.errors import ServerSelectionTimeoutError
 
-from consumer.settings import Settings
+from consumer.settings import ConsumerSettings, MongoSettings, Settings, load_settings
 from consumer.store.mongo import MongoStore
 from schemas.job import JobStatus
 from tests.conftest import make_update
@@ -58,12 +58,12 @@ async def tls_mongo(tmp_path: Path) -> AsyncIterator[tuple[PrivateMongo, Path]]:
 
 
 def settings_for(url: str) -> Settings:
-    return Settings(mongodb_url=SecretStr(url), mongodb_database="tls_test", mongodb_timeout_ms=1500)
+    return load_settings(mongodb_url=SecretStr(url), mongodb_database="tls_test", mongodb_timeout_ms=1500)
 
 
 async def test_store_works_over_tls_with_the_documented_options(tls_mongo: tuple[PrivateMongo, Path]) -> None:
     server, ca = tls_mongo
-    store = MongoStore.from_settings(settings_for(f"{server.url}&tls=true&tlsCAFile={ca}"))
+    store = MongoStore.from_settings(*_sections(settings_for(f"{server.url}&tls=true&tlsCAFile={ca}")))
     try:
         await store.setup()
         await store.ping()
@@ -76,9 +76,13 @@ async def test_store_works_over_tls_with_the_documented_options(tls_mongo: tuple
 
 async def test_an_untrusted_server_certificate_is_refused(tls_mongo: tuple[PrivateMongo, Path]) -> None:
     server, _ = tls_mongo
-    store = MongoStore.from_settings(settings_for(f"{server.url}&tls=true"))
+    store = MongoStore.from_settings(*_sections(settings_for(f"{server.url}&tls=true")))
     try:
         with pytest.raises(ServerSelectionTimeoutError):
             await store.ping()
     finally:
         await store.close()
+
+
+def _sections(settings: Settings) -> tuple[MongoSettings, ConsumerSettings]:
+    return settings.mongodb, settings.consumer

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from consumer.cli import event_schema_json, main
+from consumer.cli import main
+from consumer.cli.tools import event_schema_json
 from schemas.event import JobEvent
 from tests.conftest import FIXTURES
 
@@ -58,7 +59,23 @@ def test_committed_event_schema_matches_the_model() -> None:
     assert JobEvent.model_json_schema(mode="serialization") == schema
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["parse"], ["send"], ["schema"]])
+def test_run_without_a_database_url_is_a_clear_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("SPEECHJOBS_MONGODB_URL", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env
+    assert main(["run"]) == 2
+    assert "SPEECHJOBS_MONGODB_URL is not set" in capsys.readouterr().err
+
+
+def test_settings_prints_the_configuration_reference(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["settings"]) == 0
+    out = capsys.readouterr().out
+    assert "`SPEECHJOBS_MONGODB_JOURNAL` | `True` |" in out
+    assert "## Consumer" in out
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["parse"], ["send"], ["schema"], ["settings"]])
 def test_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main([*command, "--help"])

@@ -11,19 +11,8 @@ from typing import Any
 import pytest
 
 from consumer.cli import main
-from consumer.ops.dlq import (
-    Progress,
-    Selection,
-    describe,
-    format_age,
-    format_headers,
-    format_table,
-    letter_json,
-    parse_since,
-    plan,
-    pretty_body,
-    replay_headers,
-)
+from consumer.cli.present import Progress, format_age, format_headers, format_table, letter_json, pretty_body
+from consumer.ops.letters import Selection, describe, parse_since, plan, replay_headers
 from tests.conftest import fixture_bytes
 
 NOW = datetime(2025, 11, 25, 12, 0, tzinfo=UTC)
@@ -109,9 +98,12 @@ def test_unknown_origin_and_reason() -> None:
     )
 
 
-def test_task_id_from_our_own_header() -> None:
+def test_task_id_only_from_the_contract_header() -> None:
+    # Nothing writes x-speechjobs-task-id: a letter names its task the way its producer did, or not at all.
     headers = {k: v for k, v in OURS.items() if k != "x-task-id"} | {"x-speechjobs-task-id": "t-9"}
-    assert describe(b"", headers, routing_key="", message_id=None, content_type=None).task_id == "t-9"
+    assert describe(b"", headers, routing_key="", message_id=None, content_type=None).task_id is None
+    headers["x-task-id"] = "t-8"
+    assert describe(b"", headers, routing_key="", message_id=None, content_type=None).task_id == "t-8"
 
 
 def test_plan_names_the_origin_or_skips() -> None:

@@ -7,16 +7,16 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from consumer.settings import Settings, load_settings
+from consumer.settings import AmqpSettings, ConsumerSettings, MongoSettings, load_settings
 from schemas.job import PROVIDERS
 
 
 def test_defaults_hold_no_credentials_but_the_local_broker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SPEECHJOBS_MONGODB_URL", raising=False)
-    settings = Settings(_env_file=None)
-    assert settings.mongodb_url is None
-    assert settings.amqp_url.get_secret_value() == "amqp://guest:guest@127.0.0.1:5672/"
-    assert "guest" not in repr(settings)
+    mongodb, amqp = MongoSettings(_env_file=None), AmqpSettings(_env_file=None)
+    assert mongodb.mongodb_url is None
+    assert amqp.amqp_url.get_secret_value() == "amqp://guest:guest@127.0.0.1:5672/"
+    assert "guest" not in repr(load_settings())
 
 
 def test_secrets_from_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -26,16 +26,16 @@ def test_secrets_from_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     monkeypatch.delenv("SPEECHJOBS_AMQP_URL", raising=False)
     monkeypatch.setenv("SPEECHJOBS_SECRETS_DIR", str(tmp_path))
     settings = load_settings()
-    assert settings.mongodb_url is not None
-    assert settings.mongodb_url.get_secret_value() == "mongodb://app:pw@db:27017/?tls=true"
-    assert settings.amqp_url.get_secret_value() == "amqps://app:pw@mq:5671/"
+    assert settings.mongodb.mongodb_url is not None
+    assert settings.mongodb.mongodb_url.get_secret_value() == "mongodb://app:pw@db:27017/?tls=true"
+    assert settings.amqp.amqp_url.get_secret_value() == "amqps://app:pw@mq:5671/"
 
 
 def test_environment_beats_secret_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / "speechjobs_mongodb_url").write_text("mongodb://from-file/")
     monkeypatch.setenv("SPEECHJOBS_SECRETS_DIR", str(tmp_path))
     monkeypatch.setenv("SPEECHJOBS_MONGODB_URL", "mongodb://from-env/")
-    url = load_settings().mongodb_url
+    url = load_settings().mongodb.mongodb_url
     assert url is not None
     assert url.get_secret_value() == "mongodb://from-env/"
 
@@ -51,10 +51,48 @@ def test_environment_beats_secret_files(monkeypatch: pytest.MonkeyPatch, tmp_pat
 )
 def test_providers_list(monkeypatch: pytest.MonkeyPatch, value: str, expected: tuple[str, ...]) -> None:
     monkeypatch.setenv("SPEECHJOBS_PROVIDERS", value)
-    assert Settings().providers == expected
+    assert ConsumerSettings().providers == expected
 
 
 def test_unknown_provider_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPEECHJOBS_PROVIDERS", "tingwu,acme")
     with pytest.raises(ValidationError):
-        Settings()
+        load_settings()
+
+
+def test_durable_writes_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SPEECHJOBS_MONGODB_WRITE_CONCERN", "SPEECHJOBS_MONGODB_JOURNAL"):
+        monkeypatch.delenv(name, raising=False)
+    mongodb = MongoSettings(_env_file=None)
+    assert (mongodb.write_concern_w(), mongodb.mongodb_journal) == ("majority", True)
+    monkeypatch.setenv("SPEECHJOBS_MONGODB_WRITE_CONCERN", "2")
+    assert MongoSettings(_env_file=None).write_concern_w() == 2
+
+
+@pytest.mark.parametrize("value", ["0", "all", "-1", "1.5"])
+def test_write_concern_must_be_majority_or_a_count(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("SPEECHJOBS_MONGODB_WRITE_CONCERN", value)
+    with pytest.raises(ValidationError):
+        MongoSettings(_env_file=None)
+
+
+def test_overrides_win_and_unknown_names_are_refused() -> None:
+    assert load_settings(batch_size=7, inbound_exchange="x").consumer.batch_size == 7
+    assert load_settings(inbound_exchange="x").amqp.inbound_exchange == "x"
+    with pytest.raises(TypeError, match="no such setting: batchsize"):
+        load_settings(batchsize=7)
+
+
+def test_every_setting_has_one_home_and_a_description() -> None:
+    settings = load_settings()
+    names = [
+        name
+        for section in (settings.amqp, settings.mongodb, settings.runtime, settings.limits, settings.consumer)
+        for name, field in type(section).model_fields.items()
+        if field.description
+    ]
+    assert len(names) == len(set(names))
+    assert len(names) == sum(
+        len(type(s).model_fields)
+        for s in (settings.amqp, settings.mongodb, settings.runtime, settings.limits, settings.consumer)
+    )

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from consumer.core.state import apply, event_id
+import pytest
+
+from consumer.core.state import apply, event_id, publishing_duty
 from schemas.event import JobEvent
-from schemas.job import JobError, JobStatus
+from schemas.job import EventRecord, JobError, JobStatus
 from tests.conftest import make_update
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -152,3 +154,35 @@ def test_fields_fill_in_but_are_not_overwritten() -> None:
     assert second.task_key == "late-key"
     assert second.started_at == T0
     assert second.finished_at == T2
+
+
+def _event(owner: str, created_at: datetime) -> EventRecord:
+    return EventRecord(
+        event_id="e1", routing_key="job.completed", body="{}", created_at=created_at, owner=owner
+    )
+
+
+@pytest.mark.parametrize(
+    ("delivery", "redelivered", "age_s", "duty"),
+    [
+        ("owner", False, 0, "publish"),  # the delivery whose write created the event
+        ("owner", True, 999, "publish"),
+        ("other", False, 1, "none"),  # a fresh duplicate leaves it to the owner, still unacked
+        ("other", True, 1, "publish-unless-confirmed"),  # perhaps the owner itself, after a crash
+        ("other", False, 31, "publish-unless-confirmed"),  # past the lease: the owner is gone
+    ],
+)
+def test_publishing_duty_is_one_rule(delivery: str, redelivered: bool, age_s: int, duty: str) -> None:
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    event = _event("owner", created)
+    received = created + timedelta(seconds=age_s)
+    assert (
+        publishing_duty(
+            event,
+            delivery=delivery,
+            redelivered=redelivered,
+            received_at=received,
+            lease=timedelta(seconds=30),
+        )
+        == duty
+    )

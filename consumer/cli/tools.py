@@ -1,0 +1,111 @@
+"""Developer commands: parse files offline, send one to the broker, print the event schema or the settings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from consumer.core.contract import Inbound, inbound
+from consumer.core.errors import Rejection
+from consumer.core.normalize import Limits
+from consumer.settings import load_settings, reference_markdown
+from consumer.vendors import normalize
+from schemas.job import PROVIDERS
+
+__all__ = ["add_commands", "event_schema_json"]
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parse = sub.add_parser("parse", help="normalize files offline and print the job updates as JSON lines")
+    parse.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parse.add_argument("--provider", choices=PROVIDERS, help="as the x-provider header would")
+    parse.add_argument("--task-id", help="as the x-task-id header would (MetaStudio poll bodies)")
+    parse.add_argument("--routing-key", default="", help="the routing key the producer would use")
+    parse.set_defaults(func=_parse)
+
+    send = sub.add_parser("send", help="publish a file to the inbound exchange as the receiver would")
+    send.add_argument("file", type=Path, metavar="FILE")
+    send.add_argument("--provider", choices=PROVIDERS, help="sets the x-provider header")
+    send.add_argument(
+        "--channel",
+        choices=("callback", "mq", "poll"),
+        default="callback",
+        help="how the vendor reported it; the routing key is <channel>.<provider> (default callback)",
+    )
+    send.add_argument("--task-id", help="sets the x-task-id header")
+    send.add_argument("--content-type", help="the AMQP content_type (left unset by default)")
+    send.set_defaults(func=_send)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of the outbound event")
+    schema.set_defaults(func=_schema)
+
+    settings = sub.add_parser("settings", help="print the configuration reference (docs/configuration.md)")
+    settings.set_defaults(func=_settings)
+
+
+def _parse(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    limits = Limits(max_body_bytes=settings.limits.max_body_bytes, max_depth=settings.limits.max_depth)
+    headers: dict[str, object] = {}
+    if args.provider:
+        headers["x-provider"] = args.provider
+    if args.task_id:
+        headers["x-task-id"] = args.task_id
+    status = 0
+    for path in args.files:
+        message = Inbound(path.read_bytes(), args.routing_key, headers)
+        try:
+            result = normalize(message, enabled=settings.consumer.providers, limits=limits)
+        except Rejection as exc:
+            print(f"{path}: dead-letter: {exc.reason}: {exc.message}", file=sys.stderr)
+            status = 1
+            continue
+        if result.ignored:
+            print(f"{path}: ignored: {result.ignored}", file=sys.stderr)
+        for update in result.updates:
+            print(update.model_dump_json(exclude_none=False))
+    return status
+
+
+def _send(args: argparse.Namespace) -> int:
+    from consumer.amqp.connection import connect_producer
+    from consumer.amqp.publisher import publish_inbound
+
+    settings = load_settings()
+    message = inbound(
+        args.file.read_bytes(),
+        channel=args.channel,
+        provider=args.provider,
+        task_id=args.task_id,
+        content_type=args.content_type,
+    )
+
+    async def publish() -> None:
+        producer = await connect_producer(settings.amqp, name="speechjobs-send")
+        try:
+            await publish_inbound(producer, message, timeout=settings.amqp.publish_timeout_s)
+        finally:
+            await producer.close()
+
+    asyncio.run(publish())
+    print(f"sent {args.file} to {settings.amqp.inbound_exchange} with routing key {message.routing_key}")
+    return 0
+
+
+def event_schema_json() -> str:
+    from schemas.event import JobEvent
+
+    return json.dumps(JobEvent.model_json_schema(mode="serialization"), indent=2, ensure_ascii=False) + "\n"
+
+
+def _schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(event_schema_json())
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> int:
+    sys.stdout.write(reference_markdown())
+    return 0
