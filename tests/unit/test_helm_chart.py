@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from consumer.runtime import metrics
-from consumer.settings import Settings, load_settings
+from consumer.settings import ConsumerSettings, Settings, load_settings
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "speechjobs"
 VALUES: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -55,7 +55,12 @@ config:
   mongodbWriteConcern: 2
   mongodbJournal: false
   batchLingerMs: 2.5
+  maxBytesInFlight: 134217728
   maxBodyBytes: 2097152
+  maxMembers: 50000
+  maxJobsPerMessage: 20
+  maxStringBytes: 65536
+  maxResults: 1000
   rawRetentionDays: 0.5
   shutdownGraceSeconds: 45.5
   httpPort: 9090
@@ -196,6 +201,13 @@ def test_schema_is_strict() -> None:
         ({"image": {"pullPolicy": "Sometimes"}}, "'Sometimes' is not one of"),
         ({"config": {"maxDeliveries": 0}}, "0 is less than the minimum of 1"),
         ({"config": {"eventsUnroutedMaxLength": 0}}, "0 is less than the minimum of 1"),
+        ({"config": {"maxBytesInFlight": 1048575}}, "1048575 is less than the minimum of 1048576"),
+        ({"config": {"maxBytesInFlight": "64Mi"}}, "'64Mi' is not of type 'integer'"),
+        ({"config": {"maxMembers": 15}}, "15 is less than the minimum of 16"),
+        ({"config": {"maxJobsPerMessage": 0}}, "0 is less than the minimum of 1"),
+        ({"config": {"maxStringBytes": 255}}, "255 is less than the minimum of 256"),
+        ({"config": {"maxResults": 0}}, "0 is less than the minimum of 1"),
+        ({"resources": {"limits": {"memory": "lots"}}}, "'lots' does not match"),
         ({"config": {"mongodbWriteConcern": "all"}}, "'all' does not match"),
         ({"config": {"mongodbWriteConcern": 0}}, "0 is less than the minimum of 1"),
         ({"config": {"mongodbJournal": "yes"}}, "'yes' is not of type 'boolean'"),
@@ -436,6 +448,7 @@ def test_configmap_non_default_values_parse(
     data: dict[str, str] = everything["ConfigMap", "sj"]["data"]
     assert data["SPEECHJOBS_PROVIDERS"] == "tingwu,aliyun-ice"
     assert data["SPEECHJOBS_MAX_BODY_BYTES"] == "2097152"  # not 2.097152e+06
+    assert data["SPEECHJOBS_MAX_BYTES_IN_FLIGHT"] == "134217728"  # not 1.34217728e+08
     assert data["SPEECHJOBS_EVENTS_UNROUTED"] == ""  # present and empty: the service declares none
     assert data["SPEECHJOBS_EVENTS_UNROUTED_MAX_LENGTH"] == "2500000"
     assert data["SPEECHJOBS_MONGODB_WRITE_CONCERN"] == "2"  # written unquoted in YAML, not "2.0"
@@ -452,6 +465,9 @@ def test_configmap_non_default_values_parse(
     assert settings.mongodb.write_concern_w() == 2
     assert settings.mongodb.mongodb_journal is False
     assert settings.limits.max_body_bytes == 2_097_152
+    assert settings.consumer.max_bytes_in_flight == 128 << 20
+    assert (settings.limits.max_members, settings.limits.max_jobs_per_message) == (50_000, 20)
+    assert (settings.limits.max_string_bytes, settings.limits.max_results) == (65_536, 1000)
     assert settings.runtime.shutdown_grace_s == 45.5
     assert settings.runtime.http_port == 9090
     assert (settings.runtime.log_format, settings.runtime.log_level) == ("text", "DEBUG")
@@ -487,6 +503,79 @@ def test_everything_deployment(everything: Manifests) -> None:
     assert everything["ServiceAccount", "speechjobs-sa"]["metadata"]["annotations"] == {
         "iam.example.com/role": "speechjobs"
     }
+
+
+# --- memory, derived from config.maxBytesInFlight ----------------------------------------------------
+
+MiB = 1 << 20
+
+
+def derived_limit(max_bytes_in_flight: int) -> str:
+    """The rule of speechjobs.derivedMemoryLimit: 192 MiB of baseline plus 4 bytes per byte in flight,
+    rounded up to a whole MiB."""
+    return f"{192 + math.ceil(4 * max_bytes_in_flight / MiB)}Mi"
+
+
+def resources(manifests: Manifests, name: str = "prod-speechjobs") -> dict[str, Any]:
+    res: dict[str, Any] = container(manifests, "Deployment", name)["resources"]
+    return res
+
+
+def test_default_memory_is_derived_from_the_service_default(default: Manifests) -> None:
+    assert "memory" not in VALUES["resources"]["limits"]
+    assert "memory" not in VALUES["resources"]["requests"]
+    service_default = ConsumerSettings.model_fields["max_bytes_in_flight"].default
+    assert VALUES["config"]["maxBytesInFlight"] == service_default == 64 * MiB
+    assert resources(default) == {
+        "limits": {"memory": "448Mi"},  # 192 + 4 * 64
+        "requests": {"cpu": "100m", "memory": "448Mi"},  # Guaranteed memory
+    }
+    assert derived_limit(64 * MiB) == "448Mi"
+
+
+@pytest.mark.parametrize(
+    ("max_bytes_in_flight", "limit"),
+    [(128 * MiB, "704Mi"), (1 * MiB, "196Mi"), (1 * MiB + 1, "197Mi"), (1 << 40, "4194496Mi")],
+    ids=["128MiB", "minimum", "rounded-up", "1TiB"],
+)
+def test_memory_follows_max_bytes_in_flight(helm_python: Any, max_bytes_in_flight: int, limit: str) -> None:
+    assert derived_limit(max_bytes_in_flight) == limit
+    res = resources(render(helm_python, {"config": {"maxBytesInFlight": max_bytes_in_flight}}))
+    assert res["limits"] == {"memory": limit}
+    assert res["requests"] == {"cpu": "100m", "memory": limit}
+
+
+def test_everything_memory(everything: Manifests) -> None:
+    assert resources(everything, "sj")["limits"] == {"memory": "704Mi"}  # maxBytesInFlight 128 MiB
+
+
+def test_explicit_memory_limit_wins(helm_python: Any) -> None:
+    res = resources(render(helm_python, {"resources": {"limits": {"memory": "1Gi", "cpu": "2"}}}))
+    assert res == {"limits": {"memory": "1Gi", "cpu": "2"}, "requests": {"cpu": "100m", "memory": "1Gi"}}
+    # Whatever maxBytesInFlight says.
+    res = resources(
+        render(
+            helm_python,
+            {"config": {"maxBytesInFlight": 512 * MiB}, "resources": {"limits": {"memory": "900Mi"}}},
+        )
+    )
+    assert res["limits"]["memory"] == res["requests"]["memory"] == "900Mi"
+
+
+def test_explicit_memory_request_wins(helm_python: Any) -> None:
+    res = resources(render(helm_python, {"resources": {"requests": {"memory": "256Mi"}}}))
+    assert res == {"limits": {"memory": "448Mi"}, "requests": {"cpu": "100m", "memory": "256Mi"}}
+
+
+def test_memory_is_derived_without_any_resources(helm_python: Any) -> None:
+    # `resources: null` deletes the chart's defaults (Helm's coalescing); the memory is still bounded.
+    res = resources(render(helm_python, {"resources": None}))
+    assert res == {"limits": {"memory": "448Mi"}, "requests": {"memory": "448Mi"}}
+
+
+def test_render_rejects_max_bytes_in_flight_below_one_mib(helm_python: Any) -> None:
+    with pytest.raises(helm_python.HelmValuesError, match="maxBytesInFlight"):
+        render(helm_python, {"config": {"maxBytesInFlight": MiB - 1}})
 
 
 def test_checksum_follows_the_config(helm_python: Any, default: Manifests) -> None:

@@ -92,6 +92,44 @@ Seconds Kubernetes waits after SIGTERM before SIGKILL: the service's own grace p
 {{- end }}
 
 {{/*
+The consumer's memory limit when resources.limits.memory is not set: baseline + factor × maxBytesInFlight,
+so that the memory a replica may use follows from its configuration.
+- baseline, 192 MiB: the interpreter, the imported libraries, the broker and database connections, and
+  the small per-delivery objects of up to `prefetch` messages.
+- factor, 4: a byte in flight exists as the raw body held until it is settled (1), as the JSON or XML
+  objects parsed from it, one batch at a time (about 2), and in the job updates and events built from it,
+  alive as models until the batch is written and published (about 1).
+Both numbers are estimates, not measurements; replace them when measured. Rounded up to a whole MiB.
+*/}}
+{{- define "speechjobs.derivedMemoryLimit" -}}
+{{- $mib := 1048576 }}
+{{- $baselineMib := 192 }}
+{{- $factor := 4 }}
+{{- $bodiesMib := div (add (mul $factor (int64 .Values.config.maxBytesInFlight)) (sub $mib 1)) $mib }}
+{{- printf "%dMi" (add $baselineMib $bodiesMib) }}
+{{- end }}
+
+{{/*
+The consumer container's resources: .Values.resources, with the memory limit derived when it is not set
+and the memory request equal to the limit when it is not set (Guaranteed memory: the pod is neither
+scheduled on less than it may use nor the first evicted under node memory pressure).
+*/}}
+{{- define "speechjobs.resources" -}}
+{{- $resources := deepCopy (.Values.resources | default dict) }}
+{{- $limits := get $resources "limits" | default dict }}
+{{- $requests := get $resources "requests" | default dict }}
+{{- if not (get $limits "memory") }}
+{{- $_ := set $limits "memory" (include "speechjobs.derivedMemoryLimit" .) }}
+{{- end }}
+{{- if not (get $requests "memory") }}
+{{- $_ := set $requests "memory" (get $limits "memory") }}
+{{- end }}
+{{- $_ := set $resources "limits" $limits }}
+{{- $_ := set $resources "requests" $requests }}
+{{- toYaml $resources }}
+{{- end }}
+
+{{/*
 Checks across values that the schema cannot express.
 */}}
 {{- define "speechjobs.validate" -}}
