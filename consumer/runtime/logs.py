@@ -9,11 +9,25 @@ from typing import Any
 
 import orjson
 
-from consumer.core.redact import redact
+from consumer.core.redact import MASK, is_secret_header, redact, redact_value
 
 __all__ = ["setup_logging"]
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    """The record's `extra` fields, redacted: callers log input (routing keys, errors) as fields."""
+    return {
+        key: MASK if is_secret_header(key) else redact_value(value)
+        for key, value in record.__dict__.items()
+        if key not in _STANDARD
+    }
+
+
+def _redacted_str(value: object) -> str:
+    # orjson's fallback for what it cannot serialise itself: the str() of an object may hold a secret.
+    return redact(str(value))
 
 
 class _JsonFormatter(logging.Formatter):
@@ -24,15 +38,17 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": redact(record.getMessage()),
         }
-        entry |= {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+        entry |= _extras(record)
         if record.exc_info:
             entry["exc"] = redact(self.formatException(record.exc_info))
-        return orjson.dumps(entry, default=str).decode()
+        # Dataclasses go through the fallback too: orjson would otherwise write their fields unredacted.
+        option = orjson.OPT_PASSTHROUGH_DATACLASS
+        return orjson.dumps(entry, default=_redacted_str, option=option).decode()
 
 
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD)
+        extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
         when = self.formatTime(record, "%H:%M:%S")
         line = f"{when} {record.levelname:<7} {record.name}: {record.getMessage()}"
         if extras:
