@@ -112,6 +112,21 @@ class LimitsSettings(_Section):
         default=1_048_576, ge=1, description="Larger bodies are dead-lettered unparsed"
     )
     max_depth: int = Field(default=64, ge=2, description="Deeper JSON/XML nesting is dead-lettered")
+    max_members: int = Field(
+        default=10_000,
+        ge=16,
+        description="Most JSON members and array items, or XML elements, in one body (JSON nested in its "
+        "strings included); more is dead-lettered as too-large",
+    )
+    max_jobs_per_message: int = Field(
+        default=100, ge=1, description="Most jobs one message may update; more is dead-lettered"
+    )
+    max_string_bytes: int = Field(
+        default=262_144,
+        ge=256,
+        description="Longest string a job's results or user data may hold (an inline transcript is one)",
+    )
+    max_results: int = Field(default=256, ge=1, description="Most result entries one job keeps")
 
 
 class ConsumerSettings(_Section):
@@ -135,6 +150,12 @@ class ConsumerSettings(_Section):
         default=1,
         ge=1,
         description="Batches in progress at once; one writes jobs while the others publish and settle",
+    )
+    max_bytes_in_flight: int = Field(
+        default=64 << 20,
+        ge=1 << 20,
+        description="Bodies held unsettled at once, in bytes; over it the replica stops taking deliveries "
+        "until it has settled some (with prefetch, bounds memory)",
     )
     raw_body_max_bytes: int = Field(
         default=262_144, ge=0, description="Larger bodies are kept as metadata only"

@@ -48,7 +48,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 def _parse(args: argparse.Namespace) -> int:
     settings = load_settings()
-    limits = Limits(max_body_bytes=settings.limits.max_body_bytes, max_depth=settings.limits.max_depth)
+    limits = Limits.of(settings.limits)
     headers: dict[str, object] = {}
     if args.provider:
         headers["x-provider"] = args.provider

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, JsonValue, ValidationError
 
+from consumer.core.decode import check_shape
 from consumer.core.errors import Rejection
 from schemas.job import JobStatus, JobUpdate, Origin, Provider
 
@@ -25,17 +26,21 @@ __all__ = [
     "parse_time",
     "unescape_amp",
     "validate",
+    "validation_summary",
     "vendor_state",
 ]
 
 M = TypeVar("M", bound=BaseModel)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Context:
-    """What an adapter knows besides the body: where it came from and the relay's task-id hint."""
+    """What an adapter knows besides the body: where it came from, the relay's task-id hint, and the limits
+    that JSON nested in the body's strings must keep too."""
 
     origin: Origin
+    max_depth: int
+    max_members: int
     task_id_hint: str | None = None
 
 
@@ -63,9 +68,13 @@ def validate(model: type[M], data: Any, *, provider: Provider, what: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors(include_input=False, include_url=False)[:3]
-        where = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in first)
-        raise Rejection("invalid-payload", f"{what}: {where}", provider=provider) from None
+        raise Rejection("invalid-payload", f"{what}: {validation_summary(exc)}", provider=provider) from None
+
+
+def validation_summary(exc: ValidationError) -> str:
+    """Where and why validation failed, for the first three errors, without the input values."""
+    first = exc.errors(include_input=False, include_url=False)[:3]
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in first)
 
 
 def vendor_state(table: Mapping[str, JobStatus], state: str, *, provider: Provider, what: str) -> JobStatus:
@@ -87,14 +96,21 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def json_in_string(value: str | None) -> JsonValue:
-    """Vendors nest JSON in strings (ICE AiResult, UserData); parse it, or keep the text as it is."""
+def json_in_string(value: str | None, ctx: Context) -> JsonValue:
+    """Vendors nest JSON in strings (ICE AiResult, UserData); parse it, or keep the text as it is.
+
+    What is parsed keeps the body's member limit before anything validates it (validating is the costly
+    part); its depth, like everything in an update, is checked by normalize.
+    """
     if value is None or value == "":
         return None
     try:
         parsed: JsonValue = orjson.loads(value)
     except orjson.JSONDecodeError:
         return value
+    # As in decode.may_exceed: fewer commas and brackets than members allowed cannot hold more members.
+    if value.count(",") + value.count("[") + value.count("{") > ctx.max_members:
+        check_shape(parsed, max_depth=ctx.max_depth, max_members=ctx.max_members)
     return parsed
 
 
@@ -122,9 +138,11 @@ def parse_time(value: Any) -> datetime | None:
     text = _VOD_MILLIS.sub(r"\1.\2", text)
     try:
         parsed = datetime.fromisoformat(text)
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
     except ValueError:
         return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 with an offset: no UTC time exists, as good as no time
+        return None
 
 
 _VOD_MILLIS = re.compile(r"(T\d{2}:\d{2}:\d{2}):(\d{3})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -11,10 +12,12 @@ from schemas.job import PROVIDERS, Channel, Provider
 
 __all__ = [
     "CHANNELS",
+    "CONVERTED_HEADERS",
     "DEAD_LETTERED_AT",
     "DEAD_LETTER_PROVIDER",
     "DELIVERIES",
     "DELIVERY_COUNT",
+    "DROPPED_HEADERS",
     "ERROR",
     "INBOUND_HEADERS",
     "ORIGINAL_EXCHANGE",
@@ -34,7 +37,10 @@ __all__ = [
     "inbound",
     "parse_routing_key",
     "routing_key",
+    "valid_traceparent",
 ]
+
+_TRACEPARENT = re.compile(r"(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
 
 InboundChannel = Literal["callback", "mq", "poll"]
 CHANNELS: Final[tuple[InboundChannel, ...]] = ("callback", "mq", "poll")
@@ -59,7 +65,19 @@ DELIVERIES: Final = "x-speechjobs-deliveries"
 ORIGINAL_EXCHANGE: Final = "x-original-exchange"
 ORIGINAL_ROUTING_KEY: Final = "x-original-routing-key"
 REPLAYS: Final = "x-speechjobs-replays"  # how often `dlq replay` sent it back
-VERDICT: Final = (REASON, ERROR, DEAD_LETTER_PROVIDER, DEAD_LETTERED_AT, DELIVERIES)
+DROPPED_HEADERS: Final = "x-speechjobs-dropped-headers"  # original headers left out, and why not kept
+CONVERTED_HEADERS: Final = (
+    "x-speechjobs-converted-headers"  # original headers AMQP could not carry as they were
+)
+VERDICT: Final = (
+    REASON,
+    ERROR,
+    DEAD_LETTER_PROVIDER,
+    DEAD_LETTERED_AT,
+    DELIVERIES,
+    DROPPED_HEADERS,
+    CONVERTED_HEADERS,
+)
 # Dropped when a dead letter is replayed: the verdict, the broker's death records, and a stale
 # delivery count that would give the replay fewer attempts.
 VERDICT_HEADERS: Final = frozenset(
@@ -124,6 +142,13 @@ def inbound(
     if polled_at is not None:
         headers[POLLED_AT] = _iso(polled_at)
     return Inbound(body, routing_key(channel, provider), headers, content_type)
+
+
+def valid_traceparent(text: str | None) -> str | None:
+    """The text if it is a valid W3C traceparent (version 00 layout), else None."""
+    if text is None or len(text) != 55:  # checked first: a megabyte of text is refused at once
+        return None
+    return text if _TRACEPARENT.fullmatch(text) else None
 
 
 def header_text(headers: Mapping[str, object], name: str) -> str | None:

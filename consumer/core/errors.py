@@ -9,15 +9,16 @@ from consumer.core.redact import redact
 __all__ = ["Reason", "Rejection", "error_name"]
 
 Reason = Literal[
-    "too-large",  # body over SPEECHJOBS_MAX_BODY_BYTES, never parsed
+    "too-large",  # over a size limit: body bytes (never parsed), members, a string's bytes, result entries
     "undecodable",  # bytes that are not text in the declared or default charset
     "malformed",  # not well-formed JSON or XML
     "unsafe-xml",  # DTDs and entities: never sent by vendors, the vector of XXE and billion laughs
-    "too-deep",  # nesting beyond the configured depth
+    "too-deep",  # nesting beyond the configured depth, in the body or in JSON nested in its strings
     "unknown-format",  # parsed, but no adapter recognises the shape
     "unknown-provider",  # x-provider header names no provider we know
     "unsupported-provider",  # a provider outside SPEECHJOBS_PROVIDERS
-    "invalid-payload",  # the vendor's shape, but a field is missing or of the wrong type
+    "invalid-payload",  # the vendor's shape, but a field is missing, of the wrong type or unstorable
+    "too-many-jobs",  # one message updating more jobs than SPEECHJOBS_MAX_JOBS_PER_MESSAGE
     "unknown-state",  # a state this version does not know: kept in the DLQ, replayed after an upgrade
     "missing-task-id",  # a job notification that names no job
     "vendor-error",  # the vendor's own error body (an API error, not a job state)
@@ -33,6 +34,12 @@ class Rejection(Exception):
         self.message = redact(message)[:300]
         self.provider = provider
         super().__init__(f"{reason}: {self.message}")
+
+    def detached(self) -> Rejection:
+        """This rejection without its traceback and chained errors, to be kept past the raise: their frames
+        hold the parsed body alive, and a batch of kept rejections would hold a batch of parsed bodies."""
+        self.__traceback__ = self.__context__ = self.__cause__ = None
+        return self
 
 
 def error_name(exc: BaseException) -> str:

@@ -43,7 +43,7 @@ async def reprocess(
     say: Callable[[str], None] = lambda line: None,
 ) -> ReprocessReport:
     """Re-normalize stored raw bodies, oldest first, through the same state rules as the service."""
-    store = MongoStore.from_settings(settings.mongodb, settings.consumer)
+    store = MongoStore.from_settings(settings.mongodb, settings.consumer, settings.limits)
     connection = None
     try:
         publisher = None
@@ -72,9 +72,7 @@ class _Reprocess:
         self._store = store
         self._publisher = publisher
         self._say = say
-        self._limits = Limits(
-            max_body_bytes=settings.limits.max_body_bytes, max_depth=settings.limits.max_depth
-        )
+        self._limits = Limits.of(settings.limits)
         self._lease = timedelta(seconds=settings.amqp.publish_timeout_s * 3)
         self._simulated: dict[str, Job | None] = {}
         self.report = ReprocessReport()
@@ -155,7 +153,9 @@ class _Reprocess:
         outcomes = []
         for update, now, owner in updates:
             key = job_key(update.provider, update.task_id)
-            outcome = apply(self._simulated[key], update, now=now, owner=owner)
+            outcome = apply(
+                self._simulated[key], update, now=now, owner=owner, max_results=self._limits.max_results
+            )
             self._simulated[key] = outcome.job
             outcomes.append(outcome)
         return outcomes

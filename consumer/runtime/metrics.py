@@ -12,6 +12,7 @@ __all__ = [
     "EVENTS",
     "EVENTS_UNROUTED",
     "IN_FLIGHT",
+    "IN_FLIGHT_BYTES",
     "MESSAGES",
     "PROCESSING_SECONDS",
     "PUBLISH_SECONDS",
@@ -38,6 +39,7 @@ BATCH_SIZE = Histogram(
     "speechjobs_batch_size", "Messages per batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 )
 IN_FLIGHT = Gauge("speechjobs_in_flight_messages", "Messages received and not yet settled")
+IN_FLIGHT_BYTES = Gauge("speechjobs_in_flight_bytes", "Bodies received and not yet settled, in bytes")
 EVENTS_UNROUTED = Gauge(
     "speechjobs_events_unrouted",
     "Events waiting in the unrouted-events queue: published, but no subscriber's binding matched them",

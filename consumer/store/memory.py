@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from consumer.core.state import Outcome, apply, job_key
+from consumer.core.state import MAX_RESULTS, Outcome, apply, job_key
 from consumer.store import RawBody
 from schemas.job import Job, JobUpdate
 
@@ -19,7 +19,8 @@ class MemoryStore:
     collector, not the pipeline, set the latency.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_results: int = MAX_RESULTS) -> None:
+        self._max_results = max_results
         self.jobs: dict[str, bytes] = {}
         self.raw: dict[str, tuple[RawBody, set[str]]] = {}
         self.confirmed: dict[str, datetime] = {}
@@ -38,7 +39,7 @@ class MemoryStore:
         for update, now, owner in updates:
             key = job_key(update.provider, update.task_id)
             current = self._get(key)
-            outcome = apply(current, update, now=now, owner=owner)
+            outcome = apply(current, update, now=now, owner=owner, max_results=self._max_results)
             if outcome.changed:
                 version = current.version + 1 if current is not None else 1
                 self.jobs[key] = (

@@ -12,8 +12,8 @@ from pymongo import AsyncMongoClient, IndexModel, InsertOne, ReplaceOne, WriteCo
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
-from consumer.core.state import Outcome, apply, job_key
-from consumer.settings import ConsumerSettings, MongoSettings
+from consumer.core.state import MAX_RESULTS, Outcome, apply, job_key
+from consumer.settings import ConsumerSettings, LimitsSettings, MongoSettings
 from consumer.store.base import RawBody, StoreConflict
 from schemas.job import Job, JobUpdate
 
@@ -46,6 +46,7 @@ class MongoStore:
         max_attempts: int = 20,
         raw_chunk_max_bytes: int = 8 << 20,  # of kept bodies: well under MongoDB's 16 MiB document limit
         write_concern: WriteConcern = DURABLE,
+        max_results: int = MAX_RESULTS,
     ) -> None:
         self.client = client
         # Every write an ack depends on waits for the journal: a server that acknowledged a write only
@@ -60,16 +61,20 @@ class MongoStore:
         self._chunk_max = raw_chunk_max_bytes
         self._retention = raw_retention
         self._max_attempts = max_attempts
+        self._max_results = max_results
         self._recent_raw: dict[str, None] = {}  # insertion-ordered: the oldest goes first
 
     @classmethod
-    def from_settings(cls, mongodb: MongoSettings, consumer: ConsumerSettings) -> MongoStore:
+    def from_settings(
+        cls, mongodb: MongoSettings, consumer: ConsumerSettings, limits: LimitsSettings
+    ) -> MongoStore:
         return cls(
             mongo_client(mongodb),
             mongodb.mongodb_database,
             raw_body_max_bytes=consumer.raw_body_max_bytes,
             raw_retention=timedelta(days=consumer.raw_retention_days),
             write_concern=WriteConcern(w=mongodb.write_concern_w(), j=mongodb.mongodb_journal),
+            max_results=limits.max_results,
         )
 
     async def close(self) -> None:
@@ -113,7 +118,7 @@ class MongoStore:
                 job = before
                 for index in groups[key]:
                     update, now, owner = updates[index]
-                    outcome = apply(job, update, now=now, owner=owner)
+                    outcome = apply(job, update, now=now, owner=owner, max_results=self._max_results)
                     outcomes[index] = outcome
                     job = outcome.job
                 if job is None or job is before:

@@ -13,13 +13,21 @@ from typing import Literal, TypeVar
 
 import aiormq.exceptions
 from aio_pika.abc import AbstractIncomingMessage
-from pymongo.errors import ConnectionFailure, PyMongoError, WTimeoutError
+from bson.errors import InvalidDocument
+from pymongo.errors import ConnectionFailure, DocumentTooLarge, PyMongoError, WTimeoutError
 from tenacity import AsyncRetrying, retry_if_exception, stop_never, wait_exponential_jitter
 
 from consumer.amqp.connection import TRANSIENT
 from consumer.amqp.publisher import DeadLetter, EventPublisher, OutboundEvent
-from consumer.core.contract import DELIVERY_COUNT, INBOUND_HEADERS, TRACEPARENT, Inbound, header_text
-from consumer.core.errors import Rejection, error_name
+from consumer.core.contract import (
+    DELIVERY_COUNT,
+    INBOUND_HEADERS,
+    TRACEPARENT,
+    Inbound,
+    header_text,
+    valid_traceparent,
+)
+from consumer.core.errors import Reason, Rejection, error_name
 from consumer.core.normalize import Limits, Normalized
 from consumer.core.state import Outcome, job_key, publishing_duty
 from consumer.runtime import metrics
@@ -44,6 +52,8 @@ def transient_store_error(exc: BaseException) -> bool:
         return True
     return isinstance(exc, PyMongoError) and exc.has_error_label("RetryableWriteError")
 
+
+_KEPT_HEADER_CHARS = 512
 
 _RETRIED_BROKER_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT, aiormq.exceptions.DeliveryError)
 
@@ -85,7 +95,7 @@ class Pipeline:
         self._store = store
         self._publisher = publisher
         self._health = health
-        self._limits = Limits(max_body_bytes=limits.max_body_bytes, max_depth=limits.max_depth)
+        self._limits = Limits.of(limits)
         self._exchange = amqp.inbound_exchange
         self._lease = timedelta(seconds=amqp.publish_timeout_s * 3)
         self._writing = asyncio.Lock()  # FIFO: batches write jobs in the order they were cut
@@ -107,10 +117,11 @@ class Pipeline:
             await self._store_and_publish(items)
         except Exception as exc:  # transient faults are retried inside; this is one message's problem
             if len(items) == 1:
-                log.exception("message %s failed", items[0].message.message_id)
-                items[0].failure = exc
+                self._failed(items[0], exc)
             else:
-                log.warning("batch failed, retrying its %d messages one by one", len(items), exc_info=True)
+                log.warning(
+                    "batch failed (%s), retrying its %d messages one by one", error_name(exc), len(items)
+                )
                 for item in items:
                     await self._isolated(item)
         await self._settle(items, started, multiple=oldest())
@@ -119,8 +130,19 @@ class Pipeline:
         try:
             await self._store_and_publish([item])
         except Exception as exc:
-            log.exception("message %s failed", item.message.message_id)
-            item.failure = exc
+            self._failed(item, exc)
+
+    def _failed(self, item: _Item, exc: Exception) -> None:
+        """A failure of one message: the database refusing what the body made is the input's fault and is
+        dead-lettered now; anything else is redelivered up to the limit."""
+        if isinstance(exc, InvalidDocument | DocumentTooLarge):
+            reason: Reason = "too-large" if isinstance(exc, DocumentTooLarge) else "invalid-payload"
+            item.rejection = Rejection(reason, f"the database refused the job: {error_name(exc)}")
+            if item.normalized is not None:
+                item.rejection.provider = item.normalized.provider
+            return
+        log.exception("message %s failed", item.message.message_id)
+        item.failure = exc
 
     def _normalize(self, message: AbstractIncomingMessage, now: datetime) -> _Item:
         item = _Item(message, now)
@@ -128,7 +150,7 @@ class Pipeline:
         try:
             item.normalized = normalize(inbound, enabled=self._providers, limits=self._limits)
         except Rejection as exc:
-            item.rejection = exc
+            item.rejection = exc.detached()
         except Exception as exc:  # a bug in an adapter: counted redeliveries, then dead-lettered
             log.exception("normalizing message %s failed", message.message_id)
             item.failure = exc
@@ -166,7 +188,7 @@ class Pipeline:
             )
             if duty != "none":
                 job = outcome.job
-                traceparent = header_text(item.message.headers, TRACEPARENT)
+                traceparent = valid_traceparent(header_text(item.message.headers, TRACEPARENT))
                 events[event.event_id] = (
                     job_key(job.provider, job.task_id),
                     OutboundEvent(event, job.provider, job.kind, traceparent),
@@ -211,7 +233,12 @@ class Pipeline:
 
     def _raw(self, item: _Item, normalized: Normalized) -> RawBody:
         message = item.message
-        headers = {h: v for h in INBOUND_HEADERS if (v := header_text(message.headers, h)) is not None}
+        # Kept to re-normalize the body later: the contract's headers, each as long as a valid one can be.
+        headers = {
+            h: v[:_KEPT_HEADER_CHARS]
+            for h in INBOUND_HEADERS
+            if (v := header_text(message.headers, h)) is not None
+        }
         return RawBody(
             sha256=normalized.body_sha256,
             body=message.body,

@@ -45,11 +45,17 @@ class Service:
         self._worker: asyncio.Task[None] | None = None
         self._store: JobStore | None = store
         self._closing = False
+        self._broker: Broker | None = None
+        self._tag: str | None = None  # the consumer tag while deliveries flow; None while paused
+        self._bytes_in_flight = 0
+        self._flow = asyncio.Lock()  # pausing and resuming never interleave
 
     async def run(self) -> int:
         settings = self.settings
         stop = stop_on_signals()
-        self._store = store = self._store or MongoStore.from_settings(settings.mongodb, settings.consumer)
+        self._store = store = self._store or MongoStore.from_settings(
+            settings.mongodb, settings.consumer, settings.limits
+        )
         port = settings.runtime.http_port
         server = await serve("0.0.0.0", port, live=self._live, ready=self._ready) if port else None
         broker: Broker | None = None
@@ -102,7 +108,8 @@ class Service:
         freeze_startup_heap()
         self._worker = worker = asyncio.create_task(self._batches(pipeline), name="batches")
         sampler = asyncio.create_task(self._sample_unrouted(broker), name="unrouted-events")
-        tag = await broker.topology.inbound.consume(self._on_message, no_ack=False)
+        self._broker = broker
+        self._tag = await broker.topology.inbound.consume(self._on_message, no_ack=False)
         self.health.working = True
         log.info(
             "consuming",
@@ -125,16 +132,56 @@ class Service:
             )
             return EXIT_CRASHED
         log.info("shutting down", extra={"grace_s": settings.runtime.shutdown_grace_s})
-        try:
-            await broker.topology.inbound.cancel(tag)
-        except Exception as exc:  # the channel may already be gone; the broker then stops delivering anyway
-            log.warning("could not cancel the consumer: %s", error_name(exc))
+        async with self._flow:
+            self._closing = True
+            if self._tag is not None:
+                try:
+                    await broker.topology.inbound.cancel(self._tag)
+                except Exception as exc:  # the channel may be gone; the broker then stops delivering anyway
+                    log.warning("could not cancel the consumer: %s", error_name(exc))
+                self._tag = None
         await self._drain(settings.runtime.shutdown_grace_s)
         return 0
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         metrics.IN_FLIGHT.inc()
+        self._bytes_in_flight += len(message.body)
+        metrics.IN_FLIGHT_BYTES.set(self._bytes_in_flight)
         self._buffer.put_nowait(message)
+        if self._bytes_in_flight > self.settings.consumer.max_bytes_in_flight and self._tag is not None:
+            await self._pause()
+
+    async def _pause(self) -> None:
+        """Stop deliveries while the bodies held exceed the budget; prefetch alone counts messages, not
+        bytes, and 512 deliveries of 1 MiB would be half a gigabyte."""
+        async with self._flow:
+            if self._tag is None or self._broker is None:
+                return
+            try:
+                await self._broker.topology.inbound.cancel(self._tag)
+            except Exception as exc:  # a lost channel stops deliveries as well; the reconnect resumes them
+                log.warning("could not pause the consumer: %s", error_name(exc))
+                return
+            self._tag = None
+            log.info(
+                "paused deliveries: bodies in flight over the budget",
+                extra={"bytes_in_flight": self._bytes_in_flight},
+            )
+
+    async def _resume(self) -> None:
+        # Until it works: a consumer cancelled by us is not one the robust channel restores on reconnect.
+        while not self._closing:
+            async with self._flow:
+                if self._tag is not None or self._broker is None or self._closing:
+                    return
+                try:
+                    self._tag = await self._broker.topology.inbound.consume(self._on_message, no_ack=False)
+                except Exception as exc:
+                    log.warning("could not resume deliveries, trying again: %s", error_name(exc))
+                else:
+                    log.info("resumed deliveries", extra={"bytes_in_flight": self._bytes_in_flight})
+                    return
+            await asyncio.sleep(1)
 
     async def _batches(self, pipeline: Pipeline) -> None:
         """Cut the delivery buffer into batches and run up to `batches_in_flight` of them at once."""
@@ -199,6 +246,11 @@ class Service:
             in_flight.remove(number)
             slots.release()
             metrics.IN_FLIGHT.dec(len(batch))
+            self._bytes_in_flight -= sum(len(message.body) for message in batch)
+            metrics.IN_FLIGHT_BYTES.set(self._bytes_in_flight)
+            # Half the budget before resuming, so that the consumer does not flap at the line.
+            if self._tag is None and self._bytes_in_flight <= self.settings.consumer.max_bytes_in_flight // 2:
+                await self._resume()
 
     async def _drain(self, grace: float) -> None:
         """Finish what was received within the grace period; the broker redelivers the rest."""

@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 from pymongo.errors import ServerSelectionTimeoutError
 
-from consumer.settings import ConsumerSettings, MongoSettings, Settings, load_settings
+from consumer.settings import ConsumerSettings, LimitsSettings, MongoSettings, Settings, load_settings
 from consumer.store.mongo import MongoStore
 from schemas.job import JobStatus
 from tests.conftest import make_update
@@ -84,5 +84,5 @@ async def test_an_untrusted_server_certificate_is_refused(tls_mongo: tuple[Priva
         await store.close()
 
 
-def _sections(settings: Settings) -> tuple[MongoSettings, ConsumerSettings]:
-    return settings.mongodb, settings.consumer
+def _sections(settings: Settings) -> tuple[MongoSettings, ConsumerSettings, LimitsSettings]:
+    return settings.mongodb, settings.consumer, settings.limits

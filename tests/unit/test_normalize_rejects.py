@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import get_args
 
 import pytest
@@ -46,6 +47,9 @@ def reason_of(body: bytes, routing_key: str = "", limits: Limits = DEFAULT_LIMIT
         (b"\xff\xfe\x00garbage", "undecodable"),
         (BILLION_LAUGHS, "unsafe-xml"),
         (XXE, "unsafe-xml"),
+        (XXE.decode().encode("utf-16"), "unsafe-xml"),  # the DTD is looked for in the decoded text
+        (XXE.decode().replace(' version="1.0"', "").encode("utf-16-be"), "unsafe-xml"),  # unmarked
+        (b"<Response>\xed\xa0\x80</Response>", "undecodable"),  # a surrogate is not text, nor unsafe
     ],
 )
 def test_garbage(body: bytes, reason: str) -> None:
@@ -59,6 +63,19 @@ def test_too_large_is_refused_before_parsing() -> None:
 def test_deep_nesting() -> None:
     assert reason_of(b"[" * 200 + b"]" * 200, limits=Limits(max_depth=64)) == "too-deep"
     assert reason_of(b"<a>" * 100 + b"</a>" * 100, limits=Limits(max_depth=64)) == "too-deep"
+
+
+def test_json_nested_in_strings_is_as_deep_as_it_parses() -> None:
+    user_data = json.dumps(json.dumps(_nested(65)))[1:-1]
+    body = b'{"JobId":"j","State":"Finished","UserData":"' + user_data.encode() + b'"}'
+    assert reason_of(body, "callback.aliyun-ice") == "too-deep"
+
+
+def _nested(depth: int) -> object:
+    node: object = 1
+    for _ in range(depth):
+        node = [node]
+    return node
 
 
 def test_json_nesting_beyond_the_parser_limit_is_malformed_not_a_crash() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from consumer.core.state import apply, event_id, publishing_duty
+from consumer.core.normalize import Limits
+from consumer.core.state import HISTORY_MAX, RESULTS_MAX_BYTES, apply, event_id, publishing_duty
 from schemas.event import JobEvent
 from schemas.job import EventRecord, JobError, JobStatus
 from tests.conftest import make_update
@@ -186,3 +188,89 @@ def test_publishing_duty_is_one_rule(delivery: str, redelivered: bool, age_s: in
         )
         == duty
     )
+
+
+# --- Bounds: no input can grow a job until no write, not even its completion, fits ---------------------
+
+
+def test_the_default_results_cap_is_the_limits_default() -> None:
+    assert inspect.signature(apply).parameters["max_results"].default == Limits().max_results
+
+
+def test_100_distinct_running_states_then_completed_still_completes_and_publishes() -> None:
+    job = None
+    for i in range(100):
+        results: dict[str, object] = {f"r{i}-{j}": f"u{i}" for j in range(3)}
+        job = apply(job, make_update(RUNNING, f"STATE_{i}", results=results), now=T0 + timedelta(i)).job
+        assert len(job.history) <= HISTORY_MAX
+        assert len(job.results) <= Limits().max_results
+    assert job is not None
+    done = apply(job, make_update(COMPLETED, "COMPLETED", results={"Transcription": "final"}), now=T2)
+    assert done.kind == "transition"
+    assert done.job.status is COMPLETED
+    assert done.event is not None
+    assert done.event.event_id == event_id("tingwu", "t1", COMPLETED)
+    assert done.job.history[0].provider_status == "STATE_0"  # the first entry is kept
+    assert done.job.history[-1].provider_status == "COMPLETED"
+    assert len(done.job.history) == HISTORY_MAX
+    assert len(done.job.results) == Limits().max_results
+    assert done.job.results["Transcription"] == "final"  # the newer state's results are kept first
+    assert len(JobEvent.model_validate_json(done.event.body).results) == Limits().max_results
+
+
+def test_the_history_keeps_its_first_entry_and_the_newest() -> None:
+    job = apply(None, make_update(RUNNING, "S0"), now=T0).job
+    for i in range(1, 80):
+        job = apply(job, make_update(JobStatus.QUEUED, f"Q{i}"), now=T0).job  # late: recorded, not applied
+    assert len(job.history) == HISTORY_MAX
+    assert [h.provider_status for h in job.history[:2]] == ["S0", f"Q{80 - HISTORY_MAX + 1}"]
+    assert job.history[-1].provider_status == "Q79"
+    assert job.status is RUNNING
+
+
+def test_a_forgotten_state_only_records_again_as_not_applied() -> None:
+    """Status is monotonic; once the history is full, an unseen state of the same rank does not move it."""
+    job = apply(None, make_update(RUNNING, "S0"), now=T0).job
+    for i in range(1, 70):
+        job = apply(job, make_update(RUNNING, f"S{i}"), now=T0).job
+    assert len(job.history) == HISTORY_MAX
+    forgotten = "S1"
+    assert forgotten not in {h.provider_status for h in job.history}
+    again = apply(job, make_update(RUNNING, forgotten), now=T1)
+    assert again.job.provider_status != forgotten
+    assert (again.job.history[-1].provider_status, again.job.history[-1].applied) == (forgotten, False)
+    assert apply(again.job, make_update(COMPLETED), now=T2).job.status is COMPLETED
+
+
+def test_merged_results_keep_at_most_max_results_the_newer_state_first() -> None:
+    running = apply(None, make_update(RUNNING, results={f"old{i}": i for i in range(4)}), now=T0).job
+    newer = make_update(COMPLETED, results={"new0": 0, "new1": 1, "new2": 2})
+    done = apply(running, newer, now=T1, max_results=5).job
+    assert done.results == {"old0": 0, "old1": 1, "new0": 0, "new1": 1, "new2": 2}
+    late = apply(done, make_update(RUNNING, "LATE", results={"late": 0, "old0": "x"}), now=T2, max_results=5)
+    assert late.job.results == done.results  # the completed state's results win, and fill the cap
+
+
+def test_merged_results_stay_within_their_byte_budget() -> None:
+    big = "x" * 1_000_000
+    job = None
+    for i in range(8):  # 8 MB of results in all, each update's 1 MB
+        job = apply(job, make_update(RUNNING, f"S{i}", results={f"r{i}": big}), now=T0).job
+    assert job is not None
+    assert sum(len(str(v)) for v in job.results.values()) <= RESULTS_MAX_BYTES
+    assert "r7" in job.results  # the newest kept
+    done = apply(job, make_update(COMPLETED, results={"final": "u"}), now=T1)
+    assert done.event is not None
+    assert done.job.results["final"] == "u"
+    assert len(done.event.body) < 2 * RESULTS_MAX_BYTES
+
+
+def test_a_stored_job_beyond_the_bounds_is_trimmed_by_its_next_update() -> None:
+    job = apply(None, make_update(RUNNING, "S0", results={f"r{i}": i for i in range(300)}), now=T0).job
+    assert len(job.results) == Limits().max_results
+    entries = tuple(job.history[0].model_copy(update={"provider_status": f"S{i}"}) for i in range(100))
+    stored = job.model_copy(update={"history": entries, "results": {f"r{i}": i for i in range(300)}})
+    after = apply(stored, make_update(COMPLETED), now=T1).job
+    assert len(after.history) == HISTORY_MAX
+    assert len(after.results) == Limits().max_results
+    assert after.status is COMPLETED

@@ -96,11 +96,11 @@ def _job(job: IceSmartJob, ctx: Context) -> JobUpdate:
     info = job.SmartJobInfo or IceSmartJobInfo()
     result = job.JobResult or IceJobResult()  # the XML variant has none
     results = {
-        "AiResult": json_in_string(result.AiResult),
+        "AiResult": json_in_string(result.AiResult, ctx),
         "MediaId": result.MediaId or job.MediaId,  # Submit*Job answers name the output media at the top
         "MediaUrl": result.MediaUrl,
-        "Usage": json_in_string(result.Usage),
-        "Output": json_in_string(job.Output),
+        "Usage": json_in_string(result.Usage, ctx),
+        "Output": json_in_string(job.Output, ctx),
     }
     return _update(
         ctx,
@@ -174,7 +174,7 @@ def _update(
         provider_status=state,
         kind=kind,
         source=source,
-        user_data=json_in_string(user_data),
+        user_data=json_in_string(user_data, ctx),
         # The generic example sends ErrorCode "" on a Finished job: only a failure has an error.
         error=JobError(code=code or None, message=message or None) if status is JobStatus.FAILED else None,
         results=results or {},
