@@ -155,7 +155,8 @@ class ConsumerSettings(_Section):
         default=64 << 20,
         ge=1 << 20,
         description="Bodies held unsettled at once, in bytes; over it the replica stops taking deliveries "
-        "until it has settled some (with prefetch, bounds memory)",
+        "until it has settled half; what was already on its way (at most SPEECHJOBS_PREFETCH "
+        "deliveries) still arrives",
     )
     raw_body_max_bytes: int = Field(
         default=262_144, ge=0, description="Larger bodies are kept as metadata only"

@@ -160,3 +160,26 @@ async def test_every_acked_job_survives_the_database_being_killed(bus: Bus, name
     finally:
         assert await proc.stop() == 0
         await mongo.stop()
+
+
+async def test_deliveries_pause_over_the_byte_budget_and_resume(bus: Bus, names: Names) -> None:
+    # A backlog of large bodies: the replica holds at most the budget plus what was already on its way
+    # (at most a prefetch of deliveries), then resumes as it settles them.
+    proc = ServiceProcess(names, SPEECHJOBS_MAX_BYTES_IN_FLIGHT=str(1 << 20), SPEECHJOBS_PREFETCH="4")
+    await proc.start()
+    await proc.stop()  # declares the topology; the backlog then waits for the next start
+    body = b"x" * 600_000  # not JSON: dead-lettered, fast
+    for index in range(40):
+        await bus.publish(body, "callback.tingwu", message_id=f"big-{index}")
+    proc = ServiceProcess(names, SPEECHJOBS_MAX_BYTES_IN_FLIGHT=str(1 << 20), SPEECHJOBS_PREFETCH="4")
+    await proc.start()
+    try:
+        letters = await bus.drain(names.dead_letter_queue, expect=40, timeout=60, settle=1.0)
+        assert sorted(m.message_id or "" for m in letters) == sorted(f"big-{i}" for i in range(40))
+    finally:
+        assert await proc.stop() == 0
+    paused = [line for line in proc.log_lines() if line["msg"].startswith("paused deliveries")]
+    resumed = [line for line in proc.log_lines() if line["msg"].startswith("resumed deliveries")]
+    assert paused
+    assert len(resumed) >= len(paused) - 1
+    assert max(line["bytes_in_flight"] for line in paused) <= (1 << 20) + 4 * len(body)
