@@ -16,6 +16,7 @@ __all__ = [
     "ConsumerSettings",
     "LimitsSettings",
     "MongoSettings",
+    "ReceiverSettings",
     "RuntimeSettings",
     "Settings",
     "load_settings",
@@ -172,6 +173,68 @@ class ConsumerSettings(_Section):
         return value
 
 
+class ReceiverSettings(_Section):
+    """`speechjobs receive`: the HTTP callback receiver."""
+
+    receiver_port: int = Field(
+        default=8000, ge=1, le=65535, description="Callbacks, /healthz, /readyz and /metrics"
+    )
+    callback_tokens: SecretStr = Field(
+        default=SecretStr(""),
+        description="Comma-separated provider=token pairs; a callback URL is /callbacks/<provider>/<token>. "
+        "Several tokens of a provider are valid at once (rotation); a provider without one accepts nothing",
+    )
+    ice_auth_keys: SecretStr = Field(
+        default=SecretStr(""),
+        description="Comma-separated ICE callback AuthKeys; when set, ICE callbacks must carry a valid "
+        "X-ICE-SIGNATURE for one of them",
+    )
+    ice_callback_url: str = Field(
+        default="", description="The callback URL exactly as registered with ICE (its signature covers it)"
+    )
+    ice_signature_window_s: float = Field(
+        default=300, gt=0, description="How far X-ICE-TIMESTAMP may be from now"
+    )
+    receiver_confirm_timeout_s: float = Field(
+        default=2.5,
+        gt=0,
+        description="Wait for the broker's confirm before answering 503 (below the vendors' 3-5 s deadlines)",
+    )
+    receiver_max_in_flight: int = Field(
+        default=256, ge=1, description="Requests being handled at once; over it, 503 at once"
+    )
+    receiver_read_timeout_s: float = Field(
+        default=5, gt=0, description="Time to receive a request's head, and again its body"
+    )
+    receiver_max_header_bytes: int = Field(
+        default=16_384, ge=1_024, description="Largest request head (request line and headers)"
+    )
+
+    def tokens(self) -> dict[str, tuple[str, ...]]:
+        """The valid tokens of each provider."""
+        found: dict[str, list[str]] = {}
+        for pair in self.callback_tokens.get_secret_value().split(","):
+            provider, _, token = pair.strip().partition("=")
+            if provider and token:
+                found.setdefault(provider.strip(), []).append(token.strip())
+        return {provider: tuple(tokens) for provider, tokens in found.items()}
+
+    def ice_keys(self) -> tuple[str, ...]:
+        return tuple(k.strip() for k in self.ice_auth_keys.get_secret_value().split(",") if k.strip())
+
+    @field_validator("callback_tokens")
+    @classmethod
+    def _known_providers(cls, value: SecretStr) -> SecretStr:
+        for pair in value.get_secret_value().split(","):
+            provider, sep, token = pair.strip().partition("=")
+            if not pair.strip():
+                continue
+            if not sep or not token.strip() or provider.strip() not in PROVIDERS:
+                # Name the provider, never the token.
+                raise ValueError(f"not a provider=token pair of a known provider: {provider.strip()[:40]!r}")
+        return value
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every section; a process passes each part only what it needs."""
@@ -181,6 +244,7 @@ class Settings:
     runtime: RuntimeSettings
     limits: LimitsSettings
     consumer: ConsumerSettings
+    receiver: ReceiverSettings
 
 
 _SECTIONS: dict[str, type[_Section]] = {
@@ -189,6 +253,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "runtime": RuntimeSettings,
     "limits": LimitsSettings,
     "consumer": ConsumerSettings,
+    "receiver": ReceiverSettings,
 }
 
 
@@ -235,7 +300,7 @@ def _shown_default(default: object) -> str:
     if default is None:
         return "(none)"
     if isinstance(default, SecretStr):
-        return "(local broker, guest)"
+        return "(local broker, guest)" if default.get_secret_value() else "(none)"
     if isinstance(default, tuple):
         return "`" + ",".join(str(v) for v in default) + "`"
     return f"`{default}`"

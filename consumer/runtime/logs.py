@@ -13,7 +13,8 @@ from consumer.core.redact import MASK, is_secret_header, redact, redact_value
 
 __all__ = ["setup_logging"]
 
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# color_message: uvicorn's terminal copy of its message.
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName", "color_message"}
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:

@@ -16,6 +16,10 @@ __all__ = [
     "MESSAGES",
     "PROCESSING_SECONDS",
     "PUBLISH_SECONDS",
+    "RECEIVER_AUTH_FAILURES",
+    "RECEIVER_CONFIRM_SECONDS",
+    "RECEIVER_IN_FLIGHT",
+    "RECEIVER_REQUESTS",
     "TRANSITIONS",
 ]
 
@@ -44,3 +48,16 @@ EVENTS_UNROUTED = Gauge(
     "speechjobs_events_unrouted",
     "Events waiting in the unrouted-events queue: published, but no subscriber's binding matched them",
 )
+
+RECEIVER_REQUESTS = Counter(
+    "speechjobs_receiver_requests",
+    "Callback requests answered, by provider and HTTP status",
+    ["provider", "status"],
+)
+RECEIVER_CONFIRM_SECONDS = Histogram(
+    "speechjobs_receiver_confirm_seconds", "From the body read to the broker's confirm", buckets=_FAST
+)
+RECEIVER_AUTH_FAILURES = Counter(
+    "speechjobs_receiver_auth_failures", "Callbacks refused before publishing, by reason", ["reason"]
+)
+RECEIVER_IN_FLIGHT = Gauge("speechjobs_receiver_in_flight", "Callback requests being handled")

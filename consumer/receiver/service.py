@@ -1,0 +1,220 @@
+"""`speechjobs receive`: uvicorn (httptools, uvloop) serving the receiver; publishes with confirms."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Generator
+from typing import Any
+
+import aio_pika
+import uvicorn
+from pamqp.commands import Basic
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from consumer.amqp.connection import TRANSIENT, Producer, TopologyError, connect_producer
+from consumer.core.contract import Inbound
+from consumer.core.errors import error_name
+from consumer.receiver.app import Receiver, build_app
+from consumer.runtime.health import Health
+from consumer.runtime.lifecycle import until_up
+from consumer.settings import Settings
+
+__all__ = ["EXIT_CONFIG", "ReceiverService", "guarded_protocol"]
+
+log = logging.getLogger("speechjobs.receiver")
+
+EXIT_CONFIG = 2
+
+
+def guarded_protocol(*, head_timeout_s: float, max_head_bytes: int) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol, plus what it lacks: a deadline for a request's head (a client that
+    opens a connection and drips, or sends nothing, is cut off) and a cap on its size (431)."""
+
+    class Guarded(HttpToolsProtocol):
+        _timer: asyncio.TimerHandle | None = None
+        _head_bytes = 0
+        _in_head = True
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self._in_head:
+                if self._timer is None:
+                    self._arm()
+                self._head_bytes += len(data)
+                if self._head_bytes > max_head_bytes:
+                    self._refuse(b"431 Request Header Fields Too Large")
+                    return
+            super().data_received(data)
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            self._disarm()
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            # A keep-alive connection's next request starts its head again.
+            self._in_head, self._head_bytes = True, 0
+            super().on_message_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._timer = asyncio.get_running_loop().call_later(head_timeout_s, self._expire)
+
+        def _disarm(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _expire(self) -> None:
+            self._timer = None
+            if self._in_head and not self.transport.is_closing():
+                if self._head_bytes:
+                    self._refuse(b"408 Request Timeout")
+                else:
+                    self.transport.close()  # an idle connection: nothing to answer
+
+        def _refuse(self, status: bytes) -> None:
+            self._disarm()
+            self._in_head = False
+            self.transport.write(
+                b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            )
+            self.transport.close()
+
+    return Guarded
+
+
+class ReceiverService:
+    """The receiver process: connect to the broker (retrying while it is unreachable), then serve."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.health = Health()
+        self._producer: Producer | None = None
+
+    async def run(self) -> int:
+        settings = self.settings
+        receiver_settings = settings.receiver
+        if not receiver_settings.tokens():
+            log.warning("SPEECHJOBS_CALLBACK_TOKENS is empty: every callback will be answered 404")
+        receiver = Receiver(receiver_settings, settings.limits.max_body_bytes, self._publish, self.health)
+        self.health.degrade("broker", "not connected yet")
+        config = uvicorn.Config(
+            build_app(receiver),
+            host="0.0.0.0",
+            port=receiver_settings.receiver_port,
+            http=guarded_protocol(
+                head_timeout_s=receiver_settings.receiver_read_timeout_s,
+                max_head_bytes=receiver_settings.receiver_max_header_bytes,
+            ),
+            loop="none",  # the loop is already running: uvloop unless SPEECHJOBS_EVENT_LOOP says otherwise
+            lifespan="off",
+            log_config=None,
+            access_log=False,  # the path holds the token; the app logs one line per request without it
+            server_header=False,
+            date_header=False,
+            # Connections beyond several times the request cap get a 503 from uvicorn itself.
+            limit_concurrency=receiver_settings.receiver_max_in_flight * 4,
+            timeout_keep_alive=max(5, int(receiver_settings.receiver_read_timeout_s)),
+            timeout_graceful_shutdown=int(settings.runtime.shutdown_grace_s),
+        )
+        server = _Server(config, self.health)
+        connecting = asyncio.create_task(self._connect(), name="broker")
+        # A refused topology is a configuration error: stop serving rather than answer 503 forever.
+        connecting.add_done_callback(lambda task: setattr(server, "should_exit", _failed(task)))
+        try:
+            await server.serve()  # returns after SIGTERM/SIGINT, once the requests in flight are answered
+        finally:
+            connecting.cancel()
+            if self._producer is not None:
+                await self._producer.close()
+        if _failed(connecting):
+            return EXIT_CONFIG
+        log.info("stopped")
+        return 0
+
+    async def _connect(self) -> None:
+        stop = asyncio.Event()
+        try:
+            producer = await until_up(
+                "broker",
+                lambda: connect_producer(self.settings.amqp, name="speechjobs-receiver"),
+                transient=lambda e: isinstance(e, TRANSIENT),
+                stop=stop,
+                health=self.health,
+            )
+        except TopologyError as exc:
+            log.error("cannot start: %s", exc, extra={"component": "broker"})
+            raise
+        assert producer is not None
+        self._producer = producer
+        self.health.working = True
+
+        def lost(_: object, exc: BaseException | None = None) -> None:
+            self.health.degrade(
+                "broker", f"connection lost ({error_name(exc)})" if exc else "connection lost"
+            )
+
+        producer.connection.close_callbacks.add(lost)
+        producer.connection.reconnect_callbacks.add(lambda *_: self.health.recovered("broker"))
+        log.info("receiving", extra={"port": self.settings.receiver.receiver_port})
+
+    async def _publish(self, message: Inbound) -> None:
+        producer = self._producer
+        if producer is None:
+            raise ConnectionError("not connected to the broker")
+        # Straight on aiormq's channel: a confirm awaited per request, pipelined with the others in flight.
+        channel = await producer.channel.get_underlay_channel()
+        await channel.basic_publish(
+            message.body,
+            exchange=producer.inbound_exchange.name,
+            routing_key=message.routing_key,
+            properties=_properties(message),
+            mandatory=True,
+        )
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, health: Health) -> None:
+        super().__init__(config)
+        self._health = health
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        # Readiness fails first; uvicorn then closes the listener and finishes the requests in flight.
+        self._health.working = False
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # uvicorn's own re-raises the signal after shutting down, which ends the process with 143, not 0.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+
+def _failed(task: asyncio.Task[None]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is not None
+
+
+def _properties(message: Inbound) -> Basic.Properties:
+    headers: dict[str, Any] = dict(message.headers)
+    return Basic.Properties(
+        content_type=message.content_type[:255] if message.content_type else None,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        headers=headers,
+    )
