@@ -18,6 +18,7 @@ from consumer.amqp.connection import TRANSIENT, Producer, TopologyError, connect
 from consumer.core.contract import Inbound
 from consumer.core.errors import error_name
 from consumer.receiver.app import Receiver, build_app
+from consumer.runtime import metrics
 from consumer.runtime.health import Health
 from consumer.runtime.lifecycle import until_up
 from consumer.settings import Settings
@@ -48,6 +49,7 @@ def guarded_protocol(*, head_timeout_s: float, max_head_bytes: int) -> type[Http
                     self._arm()
                 self._head_bytes += len(data)
                 if self._head_bytes > max_head_bytes:
+                    metrics.RECEIVER_REFUSED.labels("head-too-large").inc()
                     self._refuse(b"431 Request Header Fields Too Large")
                     return
             super().data_received(data)
@@ -79,9 +81,15 @@ def guarded_protocol(*, head_timeout_s: float, max_head_bytes: int) -> type[Http
             self._timer = None
             if self._in_head and not self.transport.is_closing():
                 if self._head_bytes:
+                    metrics.RECEIVER_REFUSED.labels("slow-head").inc()
                     self._refuse(b"408 Request Timeout")
                 else:
+                    metrics.RECEIVER_REFUSED.labels("idle").inc()
                     self.transport.close()  # an idle connection: nothing to answer
+
+        def send_400_response(self, msg: str) -> None:
+            metrics.RECEIVER_REFUSED.labels("malformed").inc()
+            super().send_400_response(msg)
 
         def _refuse(self, status: bytes) -> None:
             self._disarm()

@@ -19,6 +19,7 @@ __all__ = [
     "RECEIVER_AUTH_FAILURES",
     "RECEIVER_CONFIRM_SECONDS",
     "RECEIVER_IN_FLIGHT",
+    "RECEIVER_REFUSED",
     "RECEIVER_REQUESTS",
     "TRANSITIONS",
 ]
@@ -61,3 +62,8 @@ RECEIVER_AUTH_FAILURES = Counter(
     "speechjobs_receiver_auth_failures", "Callbacks refused before publishing, by reason", ["reason"]
 )
 RECEIVER_IN_FLIGHT = Gauge("speechjobs_receiver_in_flight", "Callback requests being handled")
+RECEIVER_REFUSED = Counter(
+    "speechjobs_receiver_refused",
+    "Connections cut before a request reached the app: malformed, head too large or too slow, idle",
+    ["reason"],
+)
