@@ -45,7 +45,13 @@ image:
   pullPolicy: Always
 imagePullSecrets: [{name: regcred}]
 fullnameOverride: sj
-existingSecret: {name: speechjobs-credentials, amqpUrlKey: amqp, mongodbUrlKey: mongo}
+existingSecret:
+  name: speechjobs-credentials
+  amqpUrlKey: amqp
+  mongodbUrlKey: mongo
+  callbackTokensKey: tokens
+  iceAuthKeysKey: ice-keys
+  iceCallbackUrlKey: ice-url
 config:
   providers: [tingwu, aliyun-ice]
   inboundQueue: jobs.inbound
@@ -120,6 +126,40 @@ dlqReplay:
   dryRun: true
   extraArgs: [--id, 6f1c]
   activeDeadlineSeconds: 3600
+receiver:
+  replicaCount: 4
+  config:
+    port: 9000
+    iceSignatureWindowSeconds: 120
+    confirmTimeoutSeconds: 3.5
+    maxInFlight: 64
+    readTimeoutSeconds: 10
+    maxHeaderBytes: 32768
+  extraEnv: [{name: RECEIVER_ONLY, value: "1"}]
+  resources: {requests: {cpu: 200m}, limits: {cpu: "1"}}
+  livenessProbe: {periodSeconds: 20}
+  readinessProbe: {failureThreshold: 1}
+  preStopSleepSeconds: 10
+  service: {type: NodePort, port: 80, annotations: {example.com/exposed: "no"}}
+  ingress:
+    enabled: true
+    className: nginx
+    hosts: [callbacks.example.com, "*.callbacks.example.org"]
+    tlsSecretName: callbacks-tls
+    annotations:
+      cert-manager.io/cluster-issuer: letsencrypt
+      nginx.ingress.kubernetes.io/proxy-send-timeout: "30"
+  autoscaling:
+    enabled: true
+    minReplicas: 3
+    maxReplicas: 12
+    targetCPUUtilizationPercentage: 60
+    targetMemoryUtilizationPercentage: 75
+    behavior: {scaleDown: {stabilizationWindowSeconds: 300}}
+  podDisruptionBudget: {minAvailable: 2, unhealthyPodEvictionPolicy: IfHealthyBudget}
+  networkPolicy:
+    from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}}]
+    extraEgress: [{to: [{ipBlock: {cidr: 10.0.0.10/32}}], ports: [{port: 4317, protocol: TCP}]}]
 """
 )
 HPA: dict[str, Any] = {
@@ -218,6 +258,23 @@ def test_schema_is_strict() -> None:
         ({"prometheusRule": {"interval": "often"}}, "'often' is not valid under any of the given schemas"),
         ({"prometheusRule": {"runbookBaseUrl": "docs"}}, "'docs' does not match"),
         ({"podDisruptionBudget": {"maxUnavailable": "half"}}, "'half' does not match"),
+        ({"existingSecret": {"callbackTokensKey": ""}}, "should be non-empty"),
+        ({"receiver": {"replicas": 2}}, "'replicas' was unexpected"),
+        ({"receiver": {"enabled": "yes"}}, "'yes' is not of type 'boolean'"),
+        ({"receiver": {"config": {"callbackTokens": "tingwu=t"}}}, "'callbackTokens' was unexpected"),
+        ({"receiver": {"config": {"maxHeaderBytes": 512}}}, "512 is less than the minimum of 1024"),
+        (
+            {"receiver": {"config": {"confirmTimeoutSeconds": 0}}},
+            "0 is less than or equal to the minimum of 0",
+        ),
+        ({"receiver": {"config": {"port": 0}}}, "0 is less than the minimum of 1"),
+        ({"receiver": {"ingress": {"tls": [{"secretName": "x"}]}}}, "'tls' was unexpected"),
+        ({"receiver": {"ingress": {"hosts": ["https://cb.example.com"]}}}, "does not match"),
+        ({"receiver": {"networkPolicy": {"enabled": True}}}, "'enabled' was unexpected"),
+        ({"receiver": {"autoscaling": {"targetCpu": 50}}}, "'targetCpu' was unexpected"),
+        ({"receiver": {"podDisruptionBudget": {"maxUnavailable": "half"}}}, "'half' does not match"),
+        ({"receiver": {"service": {"type": "ExternalName"}}}, "'ExternalName' is not one of"),
+        ({"receiver": {"preStopSleepSeconds": -1}}, "-1 is less than the minimum of 0"),
     ],
 )
 def test_schema_rejects(override: dict[str, Any], message: str) -> None:
@@ -244,6 +301,27 @@ def test_every_value_is_commented() -> None:
         if line.strip():
             previous = line.strip()
     assert bare == []
+
+
+def test_readme_lists_every_documented_value() -> None:
+    """The README's values table has a row for each key with a `# --` comment in values.yaml."""
+    documented: list[str] = []
+    path: list[tuple[int, str]] = []
+    described = False
+    for line in (CHART / "values.yaml").read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            described = described or stripped.startswith("# --")
+            continue
+        key = re.match(r"^( *)([A-Za-z][\w.-]*):", line)
+        if key:
+            path = [(i, k) for i, k in path if i < len(key[1])] + [(len(key[1]), key[2])]
+            if described:
+                documented.append(".".join(k for _, k in path))
+        described = False
+    readme = (CHART / "README.md").read_text()
+    assert "receiver.ingress.hosts" in documented
+    assert [k for k in documented if f"\n| `{k}` | " not in readme] == []
 
 
 # --- helm-sdkpy: lint ---------------------------------------------------------------------------------
@@ -293,8 +371,13 @@ async def test_lint_with_non_default_values(
 
 @pytest.mark.parametrize(
     "override",
-    [{"bogus": True}, {"config": {"queueType": "lazy"}}, {"config": {"prefetch": "many"}}],
-    ids=["unknown-key", "bad-enum", "wrong-type"],
+    [
+        {"bogus": True},
+        {"config": {"queueType": "lazy"}},
+        {"config": {"prefetch": "many"}},
+        {"receiver": {"ingress": {"bogus": True}}},
+    ],
+    ids=["unknown-key", "bad-enum", "wrong-type", "unknown-receiver-key"],
 )
 async def test_lint_enforces_the_schema(helm_sdkpy: Any, tmp_path: Path, override: dict[str, Any]) -> None:
     result = await lint(helm_sdkpy, chart_with_values(tmp_path, merged(VALUES, override)))
@@ -354,8 +437,11 @@ def test_default_resources(default: Manifests) -> None:
     assert sorted(default) == [
         ("ConfigMap", "prod-speechjobs"),
         ("Deployment", "prod-speechjobs"),
+        ("Deployment", "prod-speechjobs-receiver"),
         ("PodDisruptionBudget", "prod-speechjobs"),
+        ("PodDisruptionBudget", "prod-speechjobs-receiver"),
         ("Service", "prod-speechjobs"),
+        ("Service", "prod-speechjobs-receiver"),
         ("ServiceAccount", "prod-speechjobs"),
     ]
     pdb = default["PodDisruptionBudget", "prod-speechjobs"]["spec"]
@@ -409,7 +495,18 @@ def service_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data: dict[str,
     return load_settings()
 
 
-SECRET_SETTINGS = {"amqp_url", "mongodb_url"}
+# Settings the pods get from the existing Secret, never from the ConfigMap: the SecretStr fields, and the
+# URL ICE signs, which holds the aliyun-ice callback token.
+SECRET_SETTINGS = {"amqp_url", "mongodb_url", "callback_tokens", "ice_auth_keys", "ice_callback_url"}
+
+
+def secret_typed(settings: Settings) -> set[str]:
+    return {
+        name
+        for section in dataclasses.fields(settings)
+        for name, field in type(getattr(settings, section.name)).model_fields.items()
+        if "SecretStr" in str(field.annotation)
+    }
 
 
 def setting_names(settings: Settings) -> list[str]:
@@ -436,7 +533,7 @@ def test_configmap_covers_every_setting_and_defaults_match_the_service(
     built_in = service_env(monkeypatch, tmp_path, {})
     names = setting_names(built_in)
     assert len(names) == len(set(names))  # one variable, one field
-    assert set(names) >= SECRET_SETTINGS
+    assert set(names) >= SECRET_SETTINGS >= secret_typed(built_in)  # no secret ends up in the ConfigMap
     assert set(data) == {f"SPEECHJOBS_{name.upper()}" for name in set(names) - SECRET_SETTINGS}
     from_chart = service_env(monkeypatch, tmp_path, data)
     assert non_secret(from_chart) == non_secret(built_in)
@@ -471,6 +568,10 @@ def test_configmap_non_default_values_parse(
     assert settings.runtime.shutdown_grace_s == 45.5
     assert settings.runtime.http_port == 9090
     assert (settings.runtime.log_format, settings.runtime.log_level) == ("text", "DEBUG")
+    receiver = settings.receiver
+    assert (receiver.receiver_port, receiver.ice_signature_window_s) == (9000, 120)
+    assert (receiver.receiver_confirm_timeout_s, receiver.receiver_read_timeout_s) == (3.5, 10)
+    assert (receiver.receiver_max_in_flight, receiver.receiver_max_header_bytes) == (64, 32768)
 
 
 def test_everything_deployment(everything: Manifests) -> None:
@@ -605,7 +706,7 @@ def test_keda_scales_on_the_inbound_queue(everything: Manifests) -> None:
     }
     auth = everything["TriggerAuthentication", trigger["authenticationRef"]["name"]]["spec"]
     assert auth["secretTargetRef"] == [{"parameter": "host", "name": "speechjobs-credentials", "key": "amqp"}]
-    assert not any(kind == "HorizontalPodAutoscaler" for kind, _ in everything)
+    assert ("HorizontalPodAutoscaler", "sj") not in everything  # the receiver's own HPA is there
 
 
 def test_hpa(helm_python: Any) -> None:
@@ -842,3 +943,338 @@ def test_prometheus_rule_passes_promtool(with_rule: Manifests, everything: Manif
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS: 5 rules found" in checked.stdout, checked.stdout
+
+
+# --- the callback receiver ----------------------------------------------------------------------------
+
+RECEIVER = "prod-speechjobs-receiver"
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a Kubernetes LabelSelector (matchLabels and matchExpressions) selects these labels."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        found = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[operator]
+        if not found:
+            return False
+    return True
+
+
+def pod_labels(manifests: Manifests, kind: str, name: str) -> dict[str, str]:
+    labels: dict[str, str] = manifests[kind, name]["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def receiver_objects(manifests: Manifests) -> list[tuple[str, str]]:
+    """Whatever belongs to the receiver: by name, or by its component label."""
+    return sorted(
+        (kind, name)
+        for (kind, name), doc in manifests.items()
+        if "receiver" in name
+        or doc["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "receiver"
+    )
+
+
+def test_default_receiver_deployment(default: Manifests) -> None:
+    deployment = default["Deployment", RECEIVER]
+    pod = deployment["spec"]["template"]["spec"]
+    c = container(default, "Deployment", RECEIVER)
+    assert deployment["spec"]["replicas"] == 2
+    assert c["image"] == container(default, "Deployment", "prod-speechjobs")["image"]
+    assert c["args"] == ["receive"]  # the image's entrypoint is `speechjobs`
+    assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert c["envFrom"] == [{"configMapRef": {"name": "prod-speechjobs"}}]
+    secret = {"name": "prod-speechjobs"}
+    assert secret_refs(c) == {
+        "SPEECHJOBS_AMQP_URL": secret | {"key": "amqp-url"},
+        # Optional: the pods start without them (without tokens every callback is answered 404).
+        "SPEECHJOBS_CALLBACK_TOKENS": secret | {"key": "callback-tokens", "optional": True},
+        "SPEECHJOBS_ICE_AUTH_KEYS": secret | {"key": "ice-auth-keys", "optional": True},
+        "SPEECHJOBS_ICE_CALLBACK_URL": secret | {"key": "ice-callback-url", "optional": True},
+    }
+    assert not [e["name"] for e in c["env"] if "MONGODB" in e["name"]]  # it never talks to MongoDB
+    assert {k: pod["securityContext"].get(k) for k in POD_SECURITY} == POD_SECURITY
+    assert {k: c["securityContext"].get(k) for k in CONTAINER_SECURITY} == CONTAINER_SECURITY
+    assert pod["automountServiceAccountToken"] is False
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    # Serving on during the preStop pause, then the shutdown grace, then 10 s to close the connection.
+    assert c["lifecycle"]["preStop"] == {"exec": {"command": ["sleep", "5"]}}
+    assert pod["terminationGracePeriodSeconds"] == 5 + 20 + 10
+    assert pod["terminationGracePeriodSeconds"] > VALUES["config"]["shutdownGraceSeconds"]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    consumer = default["Deployment", "prod-speechjobs"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["checksum/config"] == consumer["checksum/config"]  # the same ConfigMap
+    selector = deployment["spec"]["selector"]
+    assert selector["matchLabels"]["app.kubernetes.io/component"] == "receiver"
+    assert pod["topologySpreadConstraints"][0]["labelSelector"] == selector
+
+
+def test_receiver_and_consumer_select_only_their_own_pods(default: Manifests) -> None:
+    consumer_pod = pod_labels(default, "Deployment", "prod-speechjobs")
+    receiver_pod = pod_labels(default, "Deployment", RECEIVER)
+    for kind in ("Deployment", "PodDisruptionBudget"):
+        consumer_selector = default[kind, "prod-speechjobs"]["spec"]["selector"]
+        receiver_selector = default[kind, RECEIVER]["spec"]["selector"]
+        assert selects(consumer_selector, consumer_pod)
+        assert not selects(consumer_selector, receiver_pod)
+        assert selects(receiver_selector, receiver_pod)
+        assert not selects(receiver_selector, consumer_pod)
+    assert default["Service", "prod-speechjobs"]["spec"]["selector"].items() <= consumer_pod.items()
+    assert not default["Service", RECEIVER]["spec"]["selector"].items() <= consumer_pod.items()
+    # The consumer's selector is the one of earlier releases: a Deployment's selector is immutable.
+    assert default["Deployment", "prod-speechjobs"]["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "speechjobs",
+        "app.kubernetes.io/instance": "prod",
+        "app.kubernetes.io/component": "consumer",
+    }
+
+
+def test_receiver_service(default: Manifests) -> None:
+    service = default["Service", RECEIVER]
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}
+    ]
+    assert service["spec"]["selector"] == default["Deployment", RECEIVER]["spec"]["selector"]["matchLabels"]
+
+
+def test_receiver_pdb(default: Manifests, everything: Manifests) -> None:
+    pdb = default["PodDisruptionBudget", RECEIVER]["spec"]
+    assert (pdb["maxUnavailable"], pdb["unhealthyPodEvictionPolicy"]) == (1, "AlwaysAllow")
+    assert "minAvailable" not in pdb
+    assert pdb["selector"] == default["Deployment", RECEIVER]["spec"]["selector"]
+    pdb = everything["PodDisruptionBudget", "sj-receiver"]["spec"]
+    assert (pdb["minAvailable"], pdb["unhealthyPodEvictionPolicy"]) == (2, "IfHealthyBudget")
+    assert "maxUnavailable" not in pdb
+
+
+def test_receiver_pdb_can_be_disabled(helm_python: Any) -> None:
+    manifests = render(helm_python, {"receiver": {"podDisruptionBudget": {"enabled": False}}})
+    assert ("PodDisruptionBudget", RECEIVER) not in manifests
+    assert ("PodDisruptionBudget", "prod-speechjobs") in manifests
+
+
+def test_receiver_hpa(default: Manifests, everything: Manifests) -> None:
+    assert not any(kind == "HorizontalPodAutoscaler" for kind, _ in default)
+    assert "replicas" not in everything["Deployment", "sj-receiver"]["spec"]  # the HPA owns the count
+    hpa = everything["HorizontalPodAutoscaler", "sj-receiver"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    spec = hpa["spec"]
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "sj-receiver"}
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (3, 12)
+    targets = {m["resource"]["name"]: m["resource"]["target"]["averageUtilization"] for m in spec["metrics"]}
+    assert targets == {"cpu": 60, "memory": 75}
+    assert spec["behavior"] == EVERYTHING["receiver"]["autoscaling"]["behavior"]
+    # The consumer's autoscaler is still KEDA's, on the queue.
+    assert everything["ScaledObject", "sj"]["spec"]["scaleTargetRef"]["name"] == "sj"
+
+
+def test_receiver_hpa_bounds(helm_python: Any) -> None:
+    bad = {"receiver": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 4}}}
+    with pytest.raises(helm_python.HelmRenderError, match=r"receiver\.autoscaling\.minReplicas"):
+        render(helm_python, bad)
+
+
+def test_receiver_ingress(everything: Manifests) -> None:
+    ingress = everything["Ingress", "sj-receiver"]
+    assert ingress["apiVersion"] == "networking.k8s.io/v1"
+    spec = ingress["spec"]
+    hosts = EVERYTHING["receiver"]["ingress"]["hosts"]
+    assert spec["ingressClassName"] == "nginx"
+    assert spec["tls"] == [{"hosts": hosts, "secretName": "callbacks-tls"}]
+    backend = {"service": {"name": "sj-receiver", "port": {"name": "http"}}}
+    # Only the callbacks are public: /healthz, /readyz and /metrics are not routed.
+    assert spec["rules"] == [
+        {"host": host, "http": {"paths": [{"path": "/callbacks/", "pathType": "Prefix", "backend": backend}]}}
+        for host in hosts
+    ]
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == str(
+        EVERYTHING["config"]["maxBodyBytes"]
+    )
+    # The receiver's read timeout (10 s) plus its confirm timeout (3.5 s), plus 2 s, rounded up.
+    assert annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "16"
+    # The chart's values yield to the user's.
+    assert annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"] == "30"
+    assert annotations["cert-manager.io/cluster-issuer"] == "letsencrypt"
+    assert everything["Service", "sj-receiver"]["spec"]["ports"][0] == {
+        "name": "http",
+        "port": 80,
+        "targetPort": "http",
+        "protocol": "TCP",
+    }
+
+
+def test_receiver_ingress_defaults(helm_python: Any, default: Manifests) -> None:
+    assert not any(kind == "Ingress" for kind, _ in default)
+    values = {
+        "receiver": {"ingress": {"enabled": True, "hosts": ["cb.example.com"], "tlsSecretName": "cb-tls"}}
+    }
+    ingress = render(helm_python, values)["Ingress", RECEIVER]
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations == {
+        "nginx.ingress.kubernetes.io/proxy-body-size": "1048576",  # config.maxBodyBytes, in bytes
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": "10",  # 5 + 2.5 + 2, rounded up
+        "nginx.ingress.kubernetes.io/proxy-send-timeout": "10",
+    }
+    assert (
+        int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"])
+        > VALUES["receiver"]["config"]["readTimeoutSeconds"]
+        + VALUES["receiver"]["config"]["confirmTimeoutSeconds"]
+    )
+    assert "ingressClassName" not in ingress["spec"]
+    assert ingress["spec"]["tls"] == [{"hosts": ["cb.example.com"], "secretName": "cb-tls"}]
+    # The body cap follows config.maxBodyBytes.
+    bigger = merged(values, {"config": {"maxBodyBytes": 4 * MiB}})
+    ingress = render(helm_python, bigger)["Ingress", RECEIVER]
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == str(4 * MiB)
+
+
+def test_receiver_ingress_needs_hosts(helm_python: Any) -> None:
+    with pytest.raises(helm_python.HelmRenderError, match=r"receiver\.ingress\.hosts"):
+        render(helm_python, {"receiver": {"ingress": {"enabled": True}}})
+
+
+def test_receiver_network_policy(everything: Manifests) -> None:
+    policy = everything["NetworkPolicy", "sj-receiver"]["spec"]
+    assert policy["podSelector"] == everything["Deployment", "sj-receiver"]["spec"]["selector"]
+    (ingress,) = policy["ingress"]
+    assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert ingress["from"] == EVERYTHING["receiver"]["networkPolicy"]["from"]
+    rabbitmq, dns, extra = policy["egress"]
+    assert rabbitmq["ports"] == [{"port": 5671, "protocol": "TCP"}]
+    assert rabbitmq["to"] == EVERYTHING["networkPolicy"]["rabbitmq"]["to"]
+    assert {(p["port"], p["protocol"]) for p in dns["ports"]} == {(53, "UDP"), (53, "TCP")}
+    assert extra == EVERYTHING["receiver"]["networkPolicy"]["extraEgress"][0]
+    ports = {p["port"] for rule in policy["egress"] for p in rule["ports"]}
+    assert 27017 not in ports
+
+
+def test_receiver_network_policy_defaults(helm_python: Any) -> None:
+    manifests = render(helm_python, {"networkPolicy": {"enabled": True}})
+    policy = manifests["NetworkPolicy", RECEIVER]["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert "from" not in policy["ingress"][0]  # any source: the ingress controller's pods vary
+    egress = {(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]}
+    assert egress == {(5672, "TCP"), (5671, "TCP"), (53, "UDP"), (53, "TCP")}  # no MongoDB
+    # Policies add up: the consumer's, which allows MongoDB, must not select the receiver's pods.
+    consumer_policy = manifests["NetworkPolicy", "prod-speechjobs"]["spec"]["podSelector"]
+    assert not selects(consumer_policy, pod_labels(manifests, "Deployment", RECEIVER))
+    assert selects(consumer_policy, pod_labels(manifests, "Deployment", "prod-speechjobs"))
+    assert selects(policy["podSelector"], pod_labels(manifests, "Deployment", RECEIVER))
+
+
+def test_consumer_network_policy_still_covers_the_replay_job(everything: Manifests) -> None:
+    selector = everything["NetworkPolicy", "sj"]["spec"]["podSelector"]
+    assert selects(selector, pod_labels(everything, "Job", "sj-dlq-replay-7"))
+    assert selects(selector, pod_labels(everything, "Deployment", "sj"))
+    assert not selects(selector, pod_labels(everything, "Deployment", "sj-receiver"))
+
+
+def test_receiver_service_monitor(everything: Manifests) -> None:
+    monitor = everything["ServiceMonitor", "sj-receiver"]["spec"]
+    receiver_service = everything["Service", "sj-receiver"]["metadata"]["labels"]
+    consumer_service = everything["Service", "sj"]["metadata"]["labels"]
+    assert monitor["selector"]["matchLabels"].items() <= receiver_service.items()
+    assert not monitor["selector"]["matchLabels"].items() <= consumer_service.items()
+    consumer_monitor = everything["ServiceMonitor", "sj"]["spec"]["selector"]["matchLabels"]
+    assert not consumer_monitor.items() <= receiver_service.items()
+    (endpoint,) = monitor["endpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == ("http", "/metrics", "15s")
+
+
+def test_everything_receiver_deployment(everything: Manifests) -> None:
+    deployment = everything["Deployment", "sj-receiver"]
+    pod = deployment["spec"]["template"]["spec"]
+    c = container(everything, "Deployment", "sj-receiver")
+    assert c["image"] == container(everything, "Deployment", "sj")["image"]
+    assert c["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"}]
+    assert c["envFrom"] == [{"configMapRef": {"name": "sj"}}]
+    secret = "speechjobs-credentials"
+    assert {name: (ref["name"], ref["key"]) for name, ref in secret_refs(c).items()} == {
+        "SPEECHJOBS_AMQP_URL": (secret, "amqp"),
+        "SPEECHJOBS_CALLBACK_TOKENS": (secret, "tokens"),
+        "SPEECHJOBS_ICE_AUTH_KEYS": (secret, "ice-keys"),
+        "SPEECHJOBS_ICE_CALLBACK_URL": (secret, "ice-url"),
+    }
+    names = [e["name"] for e in c["env"]]
+    assert names[-2:] == ["TZ", "RECEIVER_ONLY"]  # extraEnv, then receiver.extraEnv
+    # The AMQP URL's TLS files: the shared extra volumes.
+    assert {"name": "tls", "mountPath": "/etc/speechjobs/tls", "readOnly": True} in c["volumeMounts"]
+    assert {"name": "tls", "secret": {"secretName": "speechjobs-tls"}} in pod["volumes"]
+    assert c["livenessProbe"]["periodSeconds"] == 20
+    assert c["readinessProbe"]["failureThreshold"] == 1
+    assert c["lifecycle"]["preStop"] == {"exec": {"command": ["sleep", "10"]}}
+    assert pod["terminationGracePeriodSeconds"] == 10 + math.ceil(45.5) + 10
+    assert pod["serviceAccountName"] == "speechjobs-sa"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["tolerations"] == EVERYTHING["tolerations"]
+    zone, host = pod["topologySpreadConstraints"]
+    assert zone["labelSelector"] == deployment["spec"]["selector"]
+    assert host["labelSelector"] == {"matchLabels": {"team": "platform"}}
+    template = deployment["spec"]["template"]["metadata"]
+    assert template["labels"]["team"] == "platform"
+    assert template["labels"]["app.kubernetes.io/component"] == "receiver"
+    assert everything["Service", "sj-receiver"]["metadata"]["annotations"] == {"example.com/exposed": "no"}
+
+
+def test_receiver_memory_follows_its_settings(default: Manifests, everything: Manifests) -> None:
+    # 128 MiB + 2 * maxInFlight * maxBodyBytes: 128 + 2 * 256 * 1 = 640 by default.
+    res = resources(default, RECEIVER)
+    assert res == {"limits": {"memory": "640Mi"}, "requests": {"cpu": "100m", "memory": "640Mi"}}
+    # 128 + 2 * 64 * 2 = 384; an explicit CPU limit leaves the memory derived.
+    res = resources(everything, "sj-receiver")
+    assert res == {"limits": {"cpu": "1", "memory": "384Mi"}, "requests": {"cpu": "200m", "memory": "384Mi"}}
+
+
+def test_receiver_explicit_memory_wins(helm_python: Any) -> None:
+    values = {"receiver": {"resources": {"limits": {"memory": "256Mi"}, "requests": {"memory": "128Mi"}}}}
+    res = resources(render(helm_python, values), RECEIVER)
+    assert res == {"limits": {"memory": "256Mi"}, "requests": {"cpu": "100m", "memory": "128Mi"}}
+
+
+def test_receiver_checksum_follows_its_settings(helm_python: Any, default: Manifests) -> None:
+    def checksum(manifests: Manifests) -> str:
+        return str(
+            manifests["Deployment", RECEIVER]["spec"]["template"]["metadata"]["annotations"][
+                "checksum/config"
+            ]
+        )
+
+    changed = render(helm_python, {"receiver": {"config": {"maxInFlight": 64}}})
+    assert checksum(changed) != checksum(default)
+    assert changed["ConfigMap", "prod-speechjobs"]["data"]["SPEECHJOBS_RECEIVER_MAX_IN_FLIGHT"] == "64"
+
+
+def test_receiver_without_pre_stop_pause(helm_python: Any) -> None:
+    manifests = render(helm_python, {"receiver": {"preStopSleepSeconds": 0}})
+    assert "lifecycle" not in container(manifests, "Deployment", RECEIVER)
+    assert (
+        manifests["Deployment", RECEIVER]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 30
+    )
+
+
+def test_receiver_disabled_renders_none_of_its_objects(helm_python: Any, everything: Manifests) -> None:
+    assert len(receiver_objects(everything)) == 7  # Deployment, Service, Ingress, HPA, PDB, policy, monitor
+    off = render(
+        helm_python, merged(EVERYTHING, {"receiver": {"enabled": False}}), revision=7, is_upgrade=True
+    )
+    assert receiver_objects(off) == []
+    assert sorted(off) == sorted(set(everything) - set(receiver_objects(everything)))
+    # Its settings stay in the shared ConfigMap: they change nothing for the other processes.
+    assert off["ConfigMap", "sj"] == everything["ConfigMap", "sj"]
+
+
+def test_receiver_pdb_needs_a_bound(helm_python: Any) -> None:
+    values = {"receiver": {"podDisruptionBudget": {"minAvailable": None, "maxUnavailable": None}}}
+    with pytest.raises(helm_python.HelmRenderError, match=r"receiver\.podDisruptionBudget"):
+        render(helm_python, values)

@@ -38,7 +38,7 @@ app.kubernetes.io/part-of: speechjobs
 {{- end }}
 
 {{/*
-The labels of every pod of the release: the consumer's and the replay Job's.
+The labels of every pod of the release: the consumer's, the receiver's and the replay Job's.
 */}}
 {{- define "speechjobs.instanceLabels" -}}
 app.kubernetes.io/name: {{ include "speechjobs.name" . }}
@@ -46,12 +46,29 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-The consumer pods' selector: the component label keeps the replay Job's pod out of the Service, the PDB
-and the autoscalers.
+The consumer pods' selector: the component label keeps the replay Job's and the receiver's pods out of the
+Service, the PDB and the autoscalers.
 */}}
 {{- define "speechjobs.selectorLabels" -}}
 {{ include "speechjobs.instanceLabels" . }}
 app.kubernetes.io/component: consumer
+{{- end }}
+
+{{/*
+The receiver's name: the full name plus -receiver, kept to 63 characters.
+*/}}
+{{- define "speechjobs.receiverFullname" -}}
+{{- printf "%s-receiver" (include "speechjobs.fullname" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+The receiver pods' selector. The consumer's selector keeps its component label (consumer), so neither
+Deployment's selector picks the other's pods, and the consumer's selector is unchanged across upgrades
+(a Deployment's selector is immutable).
+*/}}
+{{- define "speechjobs.receiverSelectorLabels" -}}
+{{ include "speechjobs.instanceLabels" . }}
+app.kubernetes.io/component: receiver
 {{- end }}
 
 {{- define "speechjobs.serviceAccountName" -}}
@@ -92,6 +109,14 @@ Seconds Kubernetes waits after SIGTERM before SIGKILL: the service's own grace p
 {{- end }}
 
 {{/*
+The receiver's: its preStop pause (during which it still serves, while the endpoint removal reaches the
+ingress controller), then the same grace period as the consumer's, rounded up, plus 10 s.
+*/}}
+{{- define "speechjobs.receiverTerminationGracePeriodSeconds" -}}
+{{- add (int .Values.receiver.preStopSleepSeconds) (include "speechjobs.terminationGracePeriodSeconds" . | int) }}
+{{- end }}
+
+{{/*
 The consumer's memory limit when resources.limits.memory is not set: baseline + factor × maxBytesInFlight,
 so that the memory a replica may use follows from its configuration.
 - baseline, 192 MiB: the interpreter, the imported libraries, the broker and database connections, and
@@ -115,11 +140,40 @@ and the memory request equal to the limit when it is not set (Guaranteed memory:
 scheduled on less than it may use nor the first evicted under node memory pressure).
 */}}
 {{- define "speechjobs.resources" -}}
-{{- $resources := deepCopy (.Values.resources | default dict) }}
+{{- include "speechjobs.boundedResources" (list .Values.resources (include "speechjobs.derivedMemoryLimit" .)) }}
+{{- end }}
+
+{{/*
+The receiver's memory limit when receiver.resources.limits.memory is not set: baseline + factor ×
+maxInFlight × maxBodyBytes.
+- baseline, 128 MiB: the interpreter, uvicorn, the broker connection, and the buffers of the connections
+  beyond maxInFlight, which are answered 503 before their bodies are read.
+- factor, 2: a request's body exists as the chunks read and as the bytes joined from them, until the
+  broker has confirmed it.
+Estimates, not measurements, like the consumer's; rounded up to a whole MiB.
+*/}}
+{{- define "speechjobs.receiverDerivedMemoryLimit" -}}
+{{- $mib := 1048576 }}
+{{- $baselineMib := 128 }}
+{{- $factor := 2 }}
+{{- $bodies := mul $factor (int64 .Values.receiver.config.maxInFlight) (int64 .Values.config.maxBodyBytes) }}
+{{- printf "%dMi" (add $baselineMib (div (add $bodies (sub $mib 1)) $mib)) }}
+{{- end }}
+
+{{- define "speechjobs.receiverResources" -}}
+{{- include "speechjobs.boundedResources" (list .Values.receiver.resources (include "speechjobs.receiverDerivedMemoryLimit" .)) }}
+{{- end }}
+
+{{/*
+ResourceRequirements (first argument) with the memory limit set to the derived one (second argument) when
+it is not set, and the memory request equal to the limit when it is not set.
+*/}}
+{{- define "speechjobs.boundedResources" -}}
+{{- $resources := deepCopy (index . 0 | default dict) }}
 {{- $limits := get $resources "limits" | default dict }}
 {{- $requests := get $resources "requests" | default dict }}
 {{- if not (get $limits "memory") }}
-{{- $_ := set $limits "memory" (include "speechjobs.derivedMemoryLimit" .) }}
+{{- $_ := set $limits "memory" (index . 1) }}
 {{- end }}
 {{- if not (get $requests "memory") }}
 {{- $_ := set $requests "memory" (get $limits "memory") }}
@@ -149,6 +203,19 @@ Checks across values that the schema cannot express.
 {{- if and .Values.prometheusRule.enabled (not .Values.serviceMonitor.enabled) (not .Values.prometheusRule.metricsSelector) }}
 {{- fail "prometheusRule.enabled needs serviceMonitor.enabled, or prometheusRule.metricsSelector saying how your Prometheus labels the service's metrics" }}
 {{- end }}
+{{- $r := .Values.receiver }}
+{{- if $r.enabled }}
+{{- if and $r.autoscaling.enabled (gt (int $r.autoscaling.minReplicas) (int $r.autoscaling.maxReplicas)) }}
+{{- fail "receiver.autoscaling.minReplicas must not exceed receiver.autoscaling.maxReplicas" }}
+{{- end }}
+{{- $rpdb := $r.podDisruptionBudget }}
+{{- if and $rpdb.enabled (kindIs "invalid" $rpdb.minAvailable) (kindIs "invalid" $rpdb.maxUnavailable) }}
+{{- fail "receiver.podDisruptionBudget needs minAvailable or maxUnavailable" }}
+{{- end }}
+{{- if and $r.ingress.enabled (not $r.ingress.hosts) }}
+{{- fail "receiver.ingress.enabled needs receiver.ingress.hosts: the host names the vendors call" }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -172,7 +239,66 @@ extraEnv. The non-secret settings come from the ConfigMap through envFrom.
 {{- end }}
 
 {{/*
-Pod-level settings shared by the consumer and the replay Job.
+The receiver's environment: the AMQP URL, the callback tokens and the ICE signing settings from the existing
+Secret (never MongoDB's URL: the receiver does not use it), then extraEnv and receiver.extraEnv. The keys
+other than the AMQP URL's are optional, so the pods start without them; without callback tokens, though,
+the receiver answers every callback 404.
+*/}}
+{{- define "speechjobs.receiverEnv" -}}
+{{- $secret := include "speechjobs.secretName" . }}
+{{- $keys := .Values.existingSecret -}}
+- name: SPEECHJOBS_AMQP_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $keys.amqpUrlKey }}
+- name: SPEECHJOBS_CALLBACK_TOKENS
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $keys.callbackTokensKey }}
+      optional: true
+- name: SPEECHJOBS_ICE_AUTH_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $keys.iceAuthKeysKey }}
+      optional: true
+{{- /* The URL ICE signs holds the aliyun-ice token: it is kept with the keys, out of the ConfigMap. */}}
+- name: SPEECHJOBS_ICE_CALLBACK_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $keys.iceCallbackUrlKey }}
+      optional: true
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- with .Values.receiver.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Topology spread constraints with the given selector (a YAML string) as the labelSelector of the entries
+that have none. Called with (list $ selectorLabels).
+*/}}
+{{- define "speechjobs.topologySpreadConstraints" -}}
+{{- $root := index . 0 }}
+{{- $selector := index . 1 | fromYaml }}
+{{- $constraints := list }}
+{{- range $root.Values.topologySpreadConstraints }}
+{{- $constraint := deepCopy . }}
+{{- if not (hasKey $constraint "labelSelector") }}
+{{- $_ := set $constraint "labelSelector" (dict "matchLabels" $selector) }}
+{{- end }}
+{{- $constraints = append $constraints $constraint }}
+{{- end }}
+{{- toYaml $constraints }}
+{{- end }}
+
+{{/*
+Pod-level settings shared by the consumer, the receiver and the replay Job.
 */}}
 {{- define "speechjobs.podCommon" -}}
 serviceAccountName: {{ include "speechjobs.serviceAccountName" . }}
@@ -199,7 +325,8 @@ tolerations:
 {{- end }}
 
 {{/*
-Volumes shared by the consumer and the replay Job: a writable /tmp on a read-only root filesystem.
+Volumes shared by the consumer, the receiver and the replay Job: a writable /tmp on a read-only root
+filesystem, and extraVolumes (e.g. the CA of an amqps:// URL, which the receiver needs as well).
 */}}
 {{- define "speechjobs.volumes" -}}
 - name: tmp
