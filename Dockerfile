@@ -63,9 +63,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1
 
 USER 10001:10001
-# /healthz, /readyz and /metrics (SPEECHJOBS_HTTP_PORT).
-EXPOSE 8080
-# `speechjobs run` handles SIGTERM itself: it stops consuming and finishes in-flight work within
-# SPEECHJOBS_SHUTDOWN_GRACE_S, so it runs as PID 1 without an init.
+# 8080: the consumer's /healthz, /readyz and /metrics (SPEECHJOBS_HTTP_PORT); 8000: the receiver's
+# callbacks and probes (`speechjobs receive`, SPEECHJOBS_RECEIVER_PORT).
+EXPOSE 8080 8000
+# Both processes handle SIGTERM themselves (the consumer finishes in-flight work within
+# SPEECHJOBS_SHUTDOWN_GRACE_S, the receiver answers the requests in flight), so they run as PID 1.
 ENTRYPOINT ["speechjobs"]
 CMD ["run"]
