@@ -1,0 +1,1 @@
+"""Alibaba Cloud OpenAPI request signing shared by Tingwu and ICE (signer)."""
