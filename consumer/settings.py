@@ -27,7 +27,10 @@ __all__ = [
 class _Section(BaseSettings):
     # Every section reads the same flat SPEECHJOBS_* names, so a variable's name never depends on the
     # section it is grouped in.
-    model_config = SettingsConfigDict(env_prefix="SPEECHJOBS_", env_file=".env", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused setting may be a secret, and the error is printed.
+    model_config = SettingsConfigDict(
+        env_prefix="SPEECHJOBS_", env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
 
 class AmqpSettings(_Section):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pydantic import ValidationError
+
 from consumer.cli import ops, service, tools
 from consumer.store.mongo import NotConfigured
 
@@ -21,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
         result: int = args.func(args)
     except NotConfigured as exc:
         print(f"speechjobs: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:  # the settings: names and reasons only, never the values
+        print(f"speechjobs: invalid settings: {exc}", file=sys.stderr)
         return 2
     return result
 

@@ -157,7 +157,8 @@ class Receiver:
             raise _Refused(401, "signature refused")
 
     async def _publish(self, message: Inbound) -> None:
-        if self.health.not_ready():
+        # Only an outage refuses: a request already in flight at SIGTERM is finished and published.
+        if self.health.unavailable("broker"):
             raise _Refused(503, "not ready, try again")
         try:
             async with asyncio.timeout(self.settings.receiver_confirm_timeout_s):

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import aio_pika
@@ -38,6 +38,7 @@ def guarded_protocol(*, head_timeout_s: float, max_head_bytes: int) -> type[Http
         _timer: asyncio.TimerHandle | None = None
         _head_bytes = 0
         _in_head = True
+        _tail = b""  # the last bytes of the head so far: its end may straddle two reads
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -47,7 +48,11 @@ def guarded_protocol(*, head_timeout_s: float, max_head_bytes: int) -> type[Http
             if self._in_head:
                 if self._timer is None:
                     self._arm()
-                self._head_bytes += len(data)
+                # Only the head counts: a body arriving in the same read is the app's to limit.
+                window = self._tail + data
+                end = window.find(b"\r\n\r\n")
+                self._head_bytes += len(data) if end < 0 else max(end + 4 - len(self._tail), 0)
+                self._tail = window[-3:]
                 if self._head_bytes > max_head_bytes:
                     metrics.RECEIVER_REFUSED.labels("head-too-large").inc()
                     self._refuse(b"431 Request Header Fields Too Large")
@@ -57,12 +62,25 @@ def guarded_protocol(*, head_timeout_s: float, max_head_bytes: int) -> type[Http
         def on_headers_complete(self) -> None:
             self._in_head = False
             self._disarm()
+            if self.parser.get_http_version() not in ("1.0", "1.1"):
+                # httptools takes a request line without a version as HTTP/0.9, and parses 2.0 as well.
+                self.send_400_response("Unsupported HTTP version")
+                return
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
             # A keep-alive connection's next request starts its head again.
-            self._in_head, self._head_bytes = True, 0
+            self._in_head, self._head_bytes, self._tail = True, 0, b""
+            self._disarm()
             super().on_message_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self._in_head and not self.transport.is_closing():
+                # Answered before its body was read (404, 413, ...): the rest is read and dropped, so the
+                # client gets its answer rather than a reset, but only for as long as a head may take;
+                # each byte would otherwise cancel uvicorn's keep-alive timer and hold the connection.
+                self._arm()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
@@ -79,6 +97,10 @@ def guarded_protocol(*, head_timeout_s: float, max_head_bytes: int) -> type[Http
 
         def _expire(self) -> None:
             self._timer = None
+            if not self._in_head and not self.transport.is_closing():
+                metrics.RECEIVER_REFUSED.labels("slow-body").inc()
+                self.transport.close()  # already answered: the unread rest of a body took too long
+                return
             if self._in_head and not self.transport.is_closing():
                 if self._head_bytes:
                     metrics.RECEIVER_REFUSED.labels("slow-head").inc()
@@ -109,6 +131,7 @@ class ReceiverService:
         self.settings = settings
         self.health = Health()
         self._producer: Producer | None = None
+        self._stopping = False
 
     async def run(self) -> int:
         settings = self.settings
@@ -136,10 +159,15 @@ class ReceiverService:
             timeout_keep_alive=max(5, int(receiver_settings.receiver_read_timeout_s)),
             timeout_graceful_shutdown=int(settings.runtime.shutdown_grace_s),
         )
-        server = _Server(config, self.health)
+        server = _Server(config, self._stop)
         connecting = asyncio.create_task(self._connect(), name="broker")
+
         # A refused topology is a configuration error: stop serving rather than answer 503 forever.
-        connecting.add_done_callback(lambda task: setattr(server, "should_exit", _failed(task)))
+        def stop_if_failed(task: asyncio.Task[None]) -> None:
+            if _failed(task):
+                server.should_exit = True
+
+        connecting.add_done_callback(stop_if_failed)
         try:
             await server.serve()  # returns after SIGTERM/SIGINT, once the requests in flight are answered
         finally:
@@ -150,6 +178,10 @@ class ReceiverService:
             return EXIT_CONFIG
         log.info("stopped")
         return 0
+
+    def _stop(self) -> None:
+        self._stopping = True
+        self.health.working = False
 
     async def _connect(self) -> None:
         stop = asyncio.Event()
@@ -166,7 +198,8 @@ class ReceiverService:
             raise
         assert producer is not None
         self._producer = producer
-        self.health.working = True
+        if not self._stopping:  # a SIGTERM during the connect keeps readiness failed
+            self.health.working = True
 
         def lost(_: object, exc: BaseException | None = None) -> None:
             self.health.degrade(
@@ -193,13 +226,13 @@ class ReceiverService:
 
 
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, health: Health) -> None:
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
         super().__init__(config)
-        self._health = health
+        self._on_exit = on_exit
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         # Readiness fails first; uvicorn then closes the listener and finishes the requests in flight.
-        self._health.working = False
+        self._on_exit()
         super().handle_exit(sig, frame)
 
     @contextlib.contextmanager

@@ -38,6 +38,9 @@ class Health:
                 extra={"component": component, "outage_s": seconds},
             )
 
+    def unavailable(self, component: str) -> bool:
+        return component in self._outages
+
     def not_ready(self) -> list[str]:
         reasons = [f"{component} unavailable: {reason}" for component, (reason, _) in self._outages.items()]
         if not self.working:
