@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
+
+from consumer.vendors._signing import Query, normalized_headers
 
 __all__ = [
     "ACS3_ALGORITHM",
@@ -33,8 +35,6 @@ __all__ = [
 
 ACS3_ALGORITHM = "ACS3-HMAC-SHA256"
 
-# Query parameters: a mapping, or pairs when a name repeats.
-Query = Mapping[str, str] | Iterable[tuple[str, str]]
 
 # V3 signs these headers and every x-acs-* one; anything else (user-agent, accept) travels unsigned.
 _ACS3_PLAIN_SIGNED = frozenset({"host", "content-type"})
@@ -94,21 +94,6 @@ def _sorted_encoded(query: Query | None) -> str:
     return "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in sorted(_pairs(query)))
 
 
-def _normalized_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, value in headers.items():
-        key = name.strip().lower()
-        if not key:
-            raise ValueError("a header has an empty name")
-        if key in out:
-            # Two spellings of one header would sign one value and send two: refuse rather than guess.
-            raise ValueError(f"header {key!r} is given twice")
-        if "\n" in value or "\r" in value:
-            raise ValueError(f"header {key!r} has a line break in its value")
-        out[key] = value.strip()
-    return out
-
-
 def acs3_canonical_query(query: Query | None) -> str:
     """V3 CanonicalQueryString: parameters sorted by name, name and value RFC 3986-encoded, joined by &."""
     return _sorted_encoded(query)
@@ -116,7 +101,7 @@ def acs3_canonical_query(query: Query | None) -> str:
 
 def acs3_canonical_headers(headers: Mapping[str, str]) -> tuple[str, str]:
     """V3 CanonicalHeaders and SignedHeaders: host, content-type and x-acs-* headers, lowercase, sorted."""
-    normalized = _normalized_headers(headers)
+    normalized = normalized_headers(headers)
     names = sorted(n for n in normalized if n in _ACS3_PLAIN_SIGNED or n.startswith(_ACS3_PREFIX))
     return "".join(f"{n}:{normalized[n]}\n" for n in names), ";".join(names)
 
@@ -133,7 +118,7 @@ def acs3_sign(
 ) -> Acs3Signature:
     """Sign a request whose headers are already complete (host, x-acs-*, x-acs-content-sha256 of the body)."""
     hashed_payload = hashlib.sha256(body).hexdigest()
-    given = _normalized_headers(headers).get(_CONTENT_SHA256)
+    given = normalized_headers(headers).get(_CONTENT_SHA256)
     if given is not None and given != hashed_payload:
         raise ValueError("x-acs-content-sha256 is not the SHA-256 of the body")
     canonical_headers, signed_headers = acs3_canonical_headers(headers)

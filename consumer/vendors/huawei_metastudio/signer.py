@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
+
+from consumer.vendors._signing import Query, normalized_headers
 
 __all__ = [
     "ALGORITHM",
@@ -27,9 +29,6 @@ __all__ = [
 ALGORITHM = "SDK-HMAC-SHA256"
 # The caller's hash of the body replaces ours when sent (UNSIGNED-PAYLOAD for large uploads).
 _CONTENT_SHA256 = "x-sdk-content-sha256"
-
-# Query parameters: a mapping, or pairs when a name repeats.
-Query = Mapping[str, str] | Iterable[tuple[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,24 +60,9 @@ def canonical_query(query: Query | None) -> str:
     return "&".join(f"{sdk_encode(k)}={sdk_encode(v)}" for k, v in sorted(pairs))
 
 
-def _normalized_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, value in headers.items():
-        key = name.strip().lower()
-        if not key:
-            raise ValueError("a header has an empty name")
-        if key in out:
-            # Two spellings of one header would sign one value and send two: refuse rather than guess.
-            raise ValueError(f"header {key!r} is given twice")
-        if "\n" in value or "\r" in value:
-            raise ValueError(f"header {key!r} has a line break in its value")
-        out[key] = value.strip()
-    return out
-
-
 def canonical_headers(headers: Mapping[str, str]) -> tuple[str, str]:
     """CanonicalHeaders and SignedHeaders: every header given, lowercase name, trimmed value, sorted."""
-    normalized = _normalized_headers(headers)
+    normalized = normalized_headers(headers)
     names = sorted(normalized)
     return "".join(f"{n}:{normalized[n]}\n" for n in names), ";".join(names)
 
@@ -94,7 +78,7 @@ def sdk_sign(
     body: bytes = b"",
 ) -> SdkSignature:
     """Sign a request whose headers are complete: all are signed; X-Sdk-Date must be one (Host should)."""
-    normalized = _normalized_headers(headers)
+    normalized = normalized_headers(headers)
     date = normalized.get("x-sdk-date")
     if not date:
         # The gateway reads the signing time from this header: the signature needs it.

@@ -8,13 +8,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from consumer.vendors._signing import Query
+
 __all__ = ["CosSignature", "Query", "cos_encode", "cos_key_time", "cos_sign", "cos_sign_key"]
 
 # Source, read for the rules (no code copied): COS "请求签名" (https://cloud.tencent.com/document/product/436/7778),
 # whose worked example the tests reproduce, and cos-python-sdk-v5's CosS3Auth.
-
-# Query parameters: a mapping, or pairs when a name repeats.
-Query = Mapping[str, str] | Iterable[tuple[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
