@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from consumer.vendors._signing import Query
+from consumer.vendors._signing import Query, normalized_headers
 
 __all__ = ["CosSignature", "Query", "cos_encode", "cos_key_time", "cos_sign", "cos_sign_key"]
 
@@ -53,23 +53,6 @@ def _canonical(pairs: Iterable[tuple[str, str]]) -> tuple[str, str]:
     return ";".join(k for k, _ in encoded), "&".join(f"{k}={v}" for k, v in encoded)
 
 
-def _header_pairs(headers: Mapping[str, str]) -> list[tuple[str, str]]:
-    seen: set[str] = set()
-    pairs = []
-    for name, value in headers.items():
-        key = name.strip().lower()
-        if not key:
-            raise ValueError("a header has an empty name")
-        if key in seen:
-            # Two spellings of one header would sign one value and send two: refuse rather than guess.
-            raise ValueError(f"header {key!r} is given twice")
-        if "\n" in value or "\r" in value:
-            raise ValueError(f"header {key!r} has a line break in its value")
-        seen.add(key)
-        # The server sees the value without the whitespace HTTP strips around it.
-        pairs.append((key, value.strip()))
-    return pairs
-
 
 def cos_sign(
     *,
@@ -91,7 +74,7 @@ def cos_sign(
     key_time = cos_key_time(start, end)
     params = [] if query is None else list(query.items()) if isinstance(query, Mapping) else list(query)
     url_param_list, http_parameters = _canonical(params)
-    header_list, http_headers = _canonical(_header_pairs(headers))
+    header_list, http_headers = _canonical(list(normalized_headers(headers).items()))
     http_string = f"{method.lower()}\n{path}\n{http_parameters}\n{http_headers}\n"
     hashed = hashlib.sha1(http_string.encode()).hexdigest()
     string_to_sign = f"sha1\n{key_time}\n{hashed}\n"
