@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import platform
 import subprocess
@@ -22,7 +21,7 @@ from pymongo import AsyncMongoClient
 
 from bench.contenders import CONTENDERS, Config, broker_version, connect, run_contender, run_rss_flatness
 from bench.measure import find_server_pids
-from bench.report import ratios, render_profiles, render_table, write_json, write_png
+from bench.report import clean, ratios, redact_url, render_profiles, render_table, write_json, write_png
 from bench.workload import RETRY_SHARE, generate
 from consumer.settings import load_settings
 
@@ -201,8 +200,8 @@ async def _run(args: argparse.Namespace) -> int:
             "profiled": args.profile,
             "retry_share": RETRY_SHARE,
             "service_defaults": _service_settings(),
-            "amqp_url": _redact(cfg.amqp_url),
-            "mongodb_url": _redact(cfg.mongodb_url),
+            "amqp_url": redact_url(cfg.amqp_url),
+            "mongodb_url": redact_url(cfg.mongodb_url),
             "server_processes_sampled": sorted(cfg.server_pids),
         },
         "code": code,
@@ -214,7 +213,7 @@ async def _run(args: argparse.Namespace) -> int:
         "targets": targets,
     }
     json_path = args.out / f"{stamp}.json"
-    write_json(json_path, _clean(document))
+    write_json(json_path, clean(document))
     print()
     print(render_table(results, targets))
     if args.profile:
@@ -230,24 +229,6 @@ async def _run(args: argparse.Namespace) -> int:
         )
         print(f"wrote {png_path}")
     return 0
-
-
-def _redact(url: str) -> str:
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
-
-
-def _clean(value: Any) -> Any:
-    """NaN is not JSON: measured-nothing becomes null."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,7 @@ from bench.measure import (
     percentile,
     publish_backlog,
     publish_paced,
+    stop_process,
 )
 from bench.profile import Profiler
 from bench.workload import generate
@@ -202,16 +203,7 @@ class _Child:
         return values
 
     async def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 30)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        return self.proc.returncode
+        return await stop_process(self.proc)
 
 
 _SCRAPED = {

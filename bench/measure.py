@@ -6,6 +6,7 @@ import asyncio
 import bisect
 import contextlib
 import math
+import signal
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ __all__ = [
     "percentile",
     "publish_backlog",
     "publish_paced",
+    "stop_process",
 ]
 
 
@@ -294,3 +296,17 @@ def latency_summary(sent: dict[str, float], arrived: dict[str, float]) -> dict[s
 
 def latency_values(sent: dict[str, float], arrived: dict[str, float]) -> list[float]:
     return sorted((arrived[k] - t) * 1000 for k, t in sent.items() if k in arrived)
+
+
+async def stop_process(proc: asyncio.subprocess.Process | None) -> int | None:
+    """SIGTERM, 30 s to exit, then SIGKILL; the exit code (None if it never started)."""
+    if proc is None:
+        return None
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+    return proc.returncode

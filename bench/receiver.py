@@ -51,8 +51,9 @@ import aio_pika
 import psutil
 from aio_pika.abc import AbstractConnection
 
-from bench.measure import ProcSampler, find_server_pids, percentile
+from bench.measure import ProcSampler, find_server_pids, percentile, stop_process
 from bench.profile import hotspots, py_spy
+from bench.report import clean, fmt, redact_url, target_entry
 from consumer.amqp.connection import inbound_queue_arguments
 from consumer.settings import load_settings
 
@@ -465,16 +466,7 @@ class Server:
             await channel.close()
 
     async def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 30)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        return self.proc.returncode
+        return await stop_process(self.proc)
 
     async def delete(self, connection: AbstractConnection) -> None:
         for delete in ("queue", "exchange"):
@@ -812,24 +804,6 @@ def _code() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD") or None, "changes": changed.splitlines()}
 
 
-def _redact(url: str) -> str:
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
-
-
-def _clean(value: Any) -> Any:
-    """NaN is not JSON: measured-nothing becomes null."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
 # name: (description, comparison, threshold); no threshold: reported, not a target
 TARGETS: dict[str, tuple[str, str, float | None]] = {
     "rps_per_cpu_vs_relay": ("req/s per server CPU-second: receiver ÷ relay", ">=", 2.0),
@@ -873,27 +847,7 @@ def _ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             get("floor", "max", "rps_per_cpu_second"), get("relay", "max", "rps_per_cpu_second")
         ),
     }
-    out: dict[str, dict[str, Any]] = {}
-    for name, (description, op, threshold) in TARGETS.items():
-        value = values[name]
-        met = None
-        if threshold is not None and not math.isnan(value):
-            met = value <= threshold if op == "<=" else value >= threshold
-        out[name] = {
-            "description": description,
-            "value": None if math.isnan(value) else round(value, 4),
-            "target": f"{op} {threshold:g}" if threshold is not None else None,
-            "met": met,
-        }
-    return out
-
-
-def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    return str(value)
+    return {name: target_entry(*spec, value=values[name]) for name, spec in TARGETS.items()}
 
 
 def render_table(results: dict[str, dict[str, Any]], targets: dict[str, dict[str, Any]]) -> str:
@@ -906,18 +860,18 @@ def render_table(results: dict[str, dict[str, Any]], targets: dict[str, dict[str
         best, paced = result["max"], result.get("paced", {})
         errors = best["non_2xx"] + best["errors"] + paced.get("non_2xx", 0) + paced.get("errors", 0)
         lines.append(
-            f"{result['label']:<28} {_fmt(best['throughput_rps'], 0):>7} "
-            f"{_fmt(best['cpu_ms_per_req'], 3):>10} "
-            f"{_fmt(best['cpu_utilization'], 2):>8} {_fmt(best['rps_per_cpu_second'], 0):>9} "
-            f"{_fmt(best.get('broker_cpu_ms_per_req'), 3):>9} {_fmt(best.get('others_cores'), 2):>6} "
-            f"{_fmt(paced.get('rate_target'), 0):>7} "
-            f"{_fmt(paced.get('p50_ms'), 1):>7} {_fmt(paced.get('p99_ms'), 1):>7} {errors:>6}"
+            f"{result['label']:<28} {fmt(best['throughput_rps'], 0):>7} "
+            f"{fmt(best['cpu_ms_per_req'], 3):>10} "
+            f"{fmt(best['cpu_utilization'], 2):>8} {fmt(best['rps_per_cpu_second'], 0):>9} "
+            f"{fmt(best.get('broker_cpu_ms_per_req'), 3):>9} {fmt(best.get('others_cores'), 2):>6} "
+            f"{fmt(paced.get('rate_target'), 0):>7} "
+            f"{fmt(paced.get('p50_ms'), 1):>7} {fmt(paced.get('p99_ms'), 1):>7} {errors:>6}"
         )
     lines += ["", f"{'ratio':<48} {'value':>8} {'target':>8}  met"]
     for target in targets.values():
         met = {True: "yes", False: "NO", None: "-"}[target["met"]]
         lines.append(
-            f"{target['description']:<48} {_fmt(target['value'], 3):>8} {target['target'] or '-':>8}  {met}"
+            f"{target['description']:<48} {fmt(target['value'], 3):>8} {target['target'] or '-':>8}  {met}"
         )
     return "\n".join(lines)
 
@@ -1140,7 +1094,7 @@ async def _run(args: argparse.Namespace) -> int:
                 "event_loop": defaults.runtime.event_loop,
             },
             "relay": "uvicorn.run(app) defaults: loop auto (uvloop), http auto (httptools), access log on",
-            "amqp_url": _redact(opts.amqp_url),
+            "amqp_url": redact_url(opts.amqp_url),
             "sampled": sorted(sampler.pids) if sampler is not None else [],
         },
         "code": code,
@@ -1152,7 +1106,7 @@ async def _run(args: argparse.Namespace) -> int:
     json_path = args.out / f"receiver-{stamp}.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(
-        json.dumps(_clean(document), indent=2, ensure_ascii=False, allow_nan=False, default=str) + "\n"
+        json.dumps(clean(document), indent=2, ensure_ascii=False, allow_nan=False, default=str) + "\n"
     )
     print()
     print(render_table(results, targets))

@@ -7,7 +7,18 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TARGETS", "ratios", "render_profiles", "render_table", "write_json", "write_png"]
+__all__ = [
+    "TARGETS",
+    "clean",
+    "fmt",
+    "ratios",
+    "redact_url",
+    "render_profiles",
+    "render_table",
+    "target_entry",
+    "write_json",
+    "write_png",
+]
 
 # name: (description, comparison, threshold)
 TARGETS: dict[str, tuple[str, str, float]] = {
@@ -46,20 +57,42 @@ def ratios(results: dict[str, dict[str, Any]], rss: dict[str, Any] | None) -> di
         "p99_ms_at_half_rate": _get(results, "speechjobs", "paced", "p99_ms"),
         "rss_growth": float(rss["rss_growth"]) if rss else math.nan,
     }
-    out: dict[str, dict[str, Any]] = {}
-    for name, (description, op, threshold) in TARGETS.items():
-        value = values[name]
-        met = None if math.isnan(value) else (value <= threshold if op == "<=" else value >= threshold)
-        out[name] = {
-            "description": description,
-            "value": None if math.isnan(value) else round(value, 4),
-            "target": f"{op} {threshold:g}",
-            "met": met,
-        }
-    return out
+    return {name: target_entry(*spec, value=values[name]) for name, spec in TARGETS.items()}
 
 
-def _fmt(value: Any, digits: int = 2) -> str:
+def target_entry(description: str, op: str, threshold: float | None, *, value: float) -> dict[str, Any]:
+    """One ratio of a report: its value, its target if it has one, and whether the value meets it."""
+    met = None
+    if threshold is not None and not math.isnan(value):
+        met = value <= threshold if op == "<=" else value >= threshold
+    return {
+        "description": description,
+        "value": None if math.isnan(value) else round(value, 4),
+        "target": f"{op} {threshold:g}" if threshold is not None else None,
+        "met": met,
+    }
+
+
+def redact_url(url: str) -> str:
+    """A broker or database URL without its credentials, for a result file."""
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
+def clean(value: Any) -> Any:
+    """NaN is not JSON: measured-nothing becomes null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    return value
+
+
+def fmt(value: Any, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float):
@@ -80,10 +113,10 @@ def render_table(results: dict[str, dict[str, Any]], targets: dict[str, dict[str
         if events and events["events_received"] != events["jobs_with_event"]:
             ev += f" (+{events['events_received'] - events['jobs_with_event']})"
         lines.append(
-            f"{result['label']:<30} {_fmt(result['throughput_msg_s'], 0):>9} "
-            f"{_fmt(result['cpu_ms_per_msg'], 3):>11} {_fmt(result['cpu_utilization'], 2):>9} "
-            f"{_fmt(result['rss_mb_max'], 0):>8} {_fmt(paced.get('p50_ms'), 1):>8} "
-            f"{_fmt(paced.get('p99_ms'), 1):>9} {_fmt(paced.get('rate_target'), 0):>8} {ev:>13}"
+            f"{result['label']:<30} {fmt(result['throughput_msg_s'], 0):>9} "
+            f"{fmt(result['cpu_ms_per_msg'], 3):>11} {fmt(result['cpu_utilization'], 2):>9} "
+            f"{fmt(result['rss_mb_max'], 0):>8} {fmt(paced.get('p50_ms'), 1):>8} "
+            f"{fmt(paced.get('p99_ms'), 1):>9} {fmt(paced.get('rate_target'), 0):>8} {ev:>13}"
         )
     for result in results.values():
         for phase, batches in (
@@ -94,14 +127,14 @@ def render_table(results: dict[str, dict[str, Any]], targets: dict[str, dict[str
                 b = batches
                 lines.append(
                     f"{result['label']}, {phase}: {b['batches']} batches of {b['mean_size']:g} msgs, "
-                    f"{b['mean_ms']:.1f} ms each (store.apply {_fmt(b['store_apply_ms'], 1)}, "
-                    f"publish+confirm {_fmt(b['publish_confirm_ms'], 1)})"
+                    f"{b['mean_ms']:.1f} ms each (store.apply {fmt(b['store_apply_ms'], 1)}, "
+                    f"publish+confirm {fmt(b['publish_confirm_ms'], 1)})"
                 )
     lines += ["", f"{'ratio':<48} {'value':>10} {'target':>9}  met"]
     for target in targets.values():
         met = {True: "yes", False: "NO", None: "not measured"}[target["met"]]
         lines.append(
-            f"{target['description']:<48} {_fmt(target['value'], 3):>10} {target['target']:>9}  {met}"
+            f"{target['description']:<48} {fmt(target['value'], 3):>10} {target['target']:>9}  {met}"
         )
     return "\n".join(lines)
 

@@ -53,7 +53,6 @@ def _canonical(pairs: Iterable[tuple[str, str]]) -> tuple[str, str]:
     return ";".join(k for k, _ in encoded), "&".join(f"{k}={v}" for k, v in encoded)
 
 
-
 def cos_sign(
     *,
     secret_id: str,
