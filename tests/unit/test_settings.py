@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from consumer.settings import AmqpSettings, ConsumerSettings, MongoSettings, load_settings
+from consumer.core.normalize import Limits
+from consumer.settings import AmqpSettings, ConsumerSettings, LimitsSettings, MongoSettings, load_settings
 from schemas.job import PROVIDERS
 
 
@@ -96,3 +98,10 @@ def test_every_setting_has_one_home_and_a_description() -> None:
         len(type(s).model_fields)
         for s in (settings.amqp, settings.mongodb, settings.runtime, settings.limits, settings.consumer)
     )
+
+
+def test_the_core_limits_default_to_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two spellings of one set of defaults (the core imports no settings): they must not drift apart.
+    for name in [n for n in os.environ if n.startswith("SPEECHJOBS_")]:
+        monkeypatch.delenv(name)
+    assert Limits.of(LimitsSettings(_env_file=None)) == Limits()
