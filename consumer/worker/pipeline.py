@@ -30,7 +30,7 @@ from consumer.core.contract import (
 from consumer.core.errors import Reason, Rejection, error_name
 from consumer.core.normalize import Limits, Normalized
 from consumer.core.state import Outcome, job_key, publishing_duty
-from consumer.runtime import metrics
+from consumer.runtime import logs, metrics
 from consumer.runtime.health import Health
 from consumer.settings import AmqpSettings, ConsumerSettings, LimitsSettings
 from consumer.store import JobStore, RawBody, StoreConflict
@@ -317,9 +317,9 @@ class Pipeline:
             extra |= {"reason": item.rejection.reason, "error": item.rejection.message}
             log.warning("message dead-lettered", extra=extra)
         elif item.result == "ignored" and normalized is not None:
-            log.info("message ignored: %s", normalized.ignored, extra=extra)
+            logs.outcome(log, f"message ignored: {normalized.ignored}", extra)
         else:
-            log.info("message %s", item.result, extra=extra)
+            logs.outcome(log, f"message {item.result}", extra)
 
     async def _retry(self, component: str, call: Callable[[], Awaitable[T]]) -> T:
         """Retry transient failures forever with backoff; readiness reports the component as degraded."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from consumer.runtime.logs import _JsonFormatter, _TextFormatter
+from consumer.runtime.logs import _JsonFormatter, _Sink, _TextFormatter, outcome, setup_logging
 
 SECRET = "s3cr3tMARKER"
 
@@ -86,3 +86,59 @@ def test_text_line_redacts_every_extra_field(
     assert SECRET not in line
     assert "routing_key=callback.tingwu?Signature=***" in line
     assert "outcome=dead-lettered" in line
+
+
+@pytest.fixture
+def json_sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """setup_logging's JSON handler as the root's only one, writing to a buffer; the root restored after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    out = io.StringIO()
+    monkeypatch.setattr("sys.stderr", out)
+    setup_logging("json", "INFO")
+    yield out
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    _Sink.handler = None
+
+
+def test_an_outcome_line_is_the_line_a_record_would_make(json_sink: io.StringIO) -> None:
+    logger = logging.getLogger("speechjobs.test-outcome")
+    fields = {"provider": "tingwu", "status": 200, "confirm_ms": None, "duration_ms": 1.25}
+    outcome(logger, "callback 200", fields)
+    logger.info("callback 200", extra=fields)
+    fast, slow = (json.loads(line) for line in json_sink.getvalue().splitlines())
+    assert {k: v for k, v in fast.items() if k != "ts"} == {k: v for k, v in slow.items() if k != "ts"}
+    assert fast["logger"] == "speechjobs.test-outcome"
+    assert fast["level"] == "info"
+    assert fast["status"] == 200
+    assert fast["confirm_ms"] is None
+    assert len(fast["ts"]) == len("2026-11-30T09:15:30.811+00:00")
+    assert fast["ts"].endswith("+00:00")
+
+
+def test_an_outcome_line_redacts_like_any_other(json_sink: io.StringIO) -> None:
+    outcome(logging.getLogger("speechjobs.test-outcome"), f"dropped ?token={SECRET}", dict(EXTRA))
+    line = json_sink.getvalue()
+    assert SECRET not in line
+    entry = json.loads(line)
+    assert entry["routing_key"] == "callback.tingwu?Signature=***"
+    assert entry["password"] == "***"
+    assert entry["headers"]["x-api-key"] == "***"
+
+
+def test_an_outcome_below_the_level_writes_nothing(json_sink: io.StringIO) -> None:
+    logger = logging.getLogger("speechjobs.test-outcome-quiet")
+    logger.setLevel(logging.WARNING)
+    outcome(logger, "callback 200", {"status": 200})
+    assert json_sink.getvalue() == ""
+
+
+def test_with_another_handler_an_outcome_is_a_record(
+    json_sink: io.StringIO, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    outcome(logging.getLogger("speechjobs.test-outcome"), "callback 404", {"status": 404})
+    [record] = [r for r in caplog.records if r.name == "speechjobs.test-outcome"]
+    assert (record.getMessage(), record.__dict__["status"]) == ("callback 404", 404)
+    assert json.loads(json_sink.getvalue())["status"] == 404  # the JSON handler still wrote it
