@@ -5,33 +5,47 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import secrets
+import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
 
 from consumer.core.contract import Inbound, inbound, valid_traceparent
 from consumer.core.errors import error_name
-from consumer.runtime import metrics
+from consumer.runtime import logs, metrics
 from consumer.runtime.health import Health
 from consumer.settings import ReceiverSettings
 from consumer.vendors.aliyun_ice import webhook
 from schemas.job import PROVIDERS, Provider
 
-__all__ = ["Publish", "Receiver", "build_app"]
+__all__ = ["Publish", "Receiver"]
 
 log = logging.getLogger("speechjobs.receiver")
 
-# Publishes one inbound message and returns once the broker confirmed it; raises otherwise.
-Publish = Callable[[Inbound], Awaitable[None]]
+# Publishes one inbound message and returns once the broker confirmed it, within the timeout (seconds);
+# raises TimeoutError when the confirm is late, another exception when the broker refused or went away.
+Publish = Callable[[Inbound, float], Awaitable[None]]
+
+_Scope = MutableMapping[str, Any]
+_Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+_Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+# The request headers the receiver reads; the rest are never decoded.
+_WANTED = frozenset(
+    (
+        b"content-length",
+        b"content-type",
+        b"traceparent",
+        webhook.SIGNATURE.encode(),
+        webhook.TIMESTAMP.encode(),
+    )
+)
+_TEXT = b"text/plain; charset=utf-8"
 
 
 class _Refused(Exception):
@@ -42,7 +56,11 @@ class _Refused(Exception):
 
 @dataclass
 class Receiver:
-    """What the routes need: settings, the publish function, health, and the count of requests in flight."""
+    """The ASGI app: `POST /callbacks/{provider}/{token}`, `/healthz`, `/readyz` and `/metrics`.
+
+    A plain ASGI callable rather than a framework's router: one route does the work, and a framework's
+    request objects cost more CPU per callback than the rest of the receiver (bench/README.md).
+    """
 
     settings: ReceiverSettings
     max_body_bytes: int
@@ -53,6 +71,13 @@ class Receiver:
     def __post_init__(self) -> None:
         self._tokens = {p: tuple(t.encode() for t in ts) for p, ts in self.settings.tokens().items()}
         self._ice_keys = self.settings.ice_keys()
+        self._counters: dict[tuple[str, int], Any] = {}  # prometheus children, looked up once each
+        metrics.RECEIVER_IN_FLIGHT.set_function(lambda: self.in_flight)  # read when scraped, not kept
+        self._probes: dict[str, Callable[[], tuple[int, bytes, bytes]]] = {
+            "/healthz": lambda: (200, b"ok\n", _TEXT),
+            "/readyz": self._readiness,
+            "/metrics": lambda: (200, generate_latest(), CONTENT_TYPE_LATEST.encode()),
+        }
 
     def authorised(self, provider: str, token: str) -> bool:
         """Whether the token is one of the provider's, compared in constant time with each of them."""
@@ -62,57 +87,75 @@ class Receiver:
             matched |= hmac.compare_digest(given, candidate)
         return matched
 
-    async def callback(self, request: Request) -> Response:
+    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+        if scope["type"] != "http":  # no lifespan, no websockets: the server is configured without them
+            return
+        path: str = scope["path"]
+        if path.startswith("/callbacks/"):
+            await self._callback(scope, receive, send)
+            return
+        probe = self._probes.get(path)
+        if probe is None:
+            await _answer(send, 404, b"not found\n")
+        elif scope["method"] not in ("GET", "HEAD"):
+            await _answer(send, 405, b"GET only\n")
+        else:
+            await _answer(send, *probe())
+
+    async def _callback(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
         started = time.perf_counter()
-        provider = request.path_params["provider"]
+        parts = scope["path"].split("/")  # "", "callbacks", provider, token
+        provider = parts[2] if len(parts) == 4 else ""
         known: Provider | None = provider if provider in PROVIDERS else None
+        headers = {n.decode(): v.decode("latin-1") for n, v in scope["headers"] if n in _WANTED}
+        traceparent = valid_traceparent(headers.get("traceparent")) or _new_traceparent()
         status, size, confirm_ms = 500, 0, None
-        traceparent = valid_traceparent(request.headers.get("traceparent")) or _new_traceparent()
         self.in_flight += 1
-        metrics.RECEIVER_IN_FLIGHT.inc()
         try:
-            if known is None or not self.authorised(provider, request.path_params["token"]):
+            if known is None or not self.authorised(known, parts[3]):
                 # A stranger learns nothing: an unknown provider and a wrong token look alike.
                 metrics.RECEIVER_AUTH_FAILURES.labels("provider" if known is None else "token").inc()
                 raise _Refused(404, "not found")
-            if request.method != "POST":
+            if scope["method"] != "POST":
                 raise _Refused(405, "POST only")
             if self.in_flight > self.settings.receiver_max_in_flight:
                 raise _Refused(503, "busy, try again")
-            body = await self._body(request)
+            body = await self._body(receive, headers.get("content-length"))
             size = len(body)
             if known == "aliyun-ice" and self._ice_keys:
-                self._check_ice(request)
+                self._check_ice(headers)
             message = inbound(
                 body,
                 channel="callback",
                 provider=known,
-                task_id=request.query_params.get("task_id") or None,
+                task_id=_task_id(scope["query_string"]),
                 traceparent=traceparent,
-                content_type=request.headers.get("content-type"),
+                content_type=headers.get("content-type"),
                 received_at=datetime.now(UTC),
             )
+            # Only an outage refuses: a request already in flight at SIGTERM is still published.
+            if self.health.unavailable("broker"):
+                raise _Refused(503, "not ready, try again")
             confirm_started = time.perf_counter()
             await self._publish(message)
             confirm_s = time.perf_counter() - confirm_started
             metrics.RECEIVER_CONFIRM_SECONDS.observe(confirm_s)
             confirm_ms = round(confirm_s * 1000, 2)
             status = 200
-            return PlainTextResponse("ok\n")
+            await send(_OK_START)
+            await send(_OK_BODY)
         except _Refused as refused:
             status = refused.status
-            headers = {"retry-after": "1"} if status == 503 else None
-            return PlainTextResponse(refused.text + "\n", status_code=status, headers=headers)
+            await _answer(send, status, refused.text.encode() + b"\n", retry=status == 503)
         finally:
             self.in_flight -= 1
-            metrics.RECEIVER_IN_FLIGHT.dec()
             label = known or "unknown"
-            metrics.RECEIVER_REQUESTS.labels(label, str(status)).inc()
+            self._count(label, status)
             # One line per request; never the token, a signature or the body.
-            log.info(
-                "callback %d",
-                status,
-                extra={
+            logs.outcome(
+                log,
+                f"callback {status}",
+                {
                     "provider": label,
                     "status": status,
                     "bytes": size,
@@ -122,8 +165,7 @@ class Receiver:
                 },
             )
 
-    async def _body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
+    async def _body(self, receive: _Receive, declared: str | None) -> bytes:
         limit = self.max_body_bytes
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             raise _Refused(413, f"body over {limit} bytes")
@@ -132,21 +174,24 @@ class Receiver:
         try:
             # A client dripping its body is cut off: the whole body within the read timeout.
             async with asyncio.timeout(self.settings.receiver_read_timeout_s):
-                async for chunk in request.stream():
+                while True:
+                    event = await receive()
+                    if event["type"] == "http.disconnect":
+                        raise _Refused(400, "client went away")
+                    chunk: bytes = event.get("body", b"")
                     size += len(chunk)
                     if size > limit:
                         raise _Refused(413, f"body over {limit} bytes")
                     chunks.append(chunk)
+                    if not event.get("more_body", False):
+                        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
         except TimeoutError:
             raise _Refused(408, "body not received in time") from None
-        except ClientDisconnect:
-            raise _Refused(400, "client went away") from None
-        return b"".join(chunks)
 
-    def _check_ice(self, request: Request) -> None:
+    def _check_ice(self, headers: dict[str, str]) -> None:
         verdict = webhook.verify(
-            request.headers.get(webhook.SIGNATURE),
-            request.headers.get(webhook.TIMESTAMP),
+            headers.get(webhook.SIGNATURE),
+            headers.get(webhook.TIMESTAMP),
             callback_url=self.settings.ice_callback_url,
             keys=self._ice_keys,
             now=time.time(),
@@ -157,46 +202,57 @@ class Receiver:
             raise _Refused(401, "signature refused")
 
     async def _publish(self, message: Inbound) -> None:
-        # Only an outage refuses: a request already in flight at SIGTERM is finished and published.
-        if self.health.unavailable("broker"):
-            raise _Refused(503, "not ready, try again")
         try:
-            async with asyncio.timeout(self.settings.receiver_confirm_timeout_s):
-                await self.publish(message)
+            await self.publish(message, self.settings.receiver_confirm_timeout_s)
         except TimeoutError:
-            # Not confirmed in time: the vendor retries; a late confirm makes a duplicate the consumer drops.
+            # The vendor retries; a late confirm makes a duplicate the consumer drops.
             raise _Refused(503, "not confirmed in time, try again") from None
         except Exception as exc:  # the broker refused or went away: never 200 for an unconfirmed body
             log.warning("publish failed: %s", error_name(exc))
             raise _Refused(503, "not accepted, try again") from None
 
-    async def healthz(self, request: Request) -> Response:
-        return PlainTextResponse("ok\n")
+    def _count(self, provider: str, status: int) -> None:
+        counter = self._counters.get((provider, status))
+        if counter is None:
+            counter = self._counters[provider, status] = metrics.RECEIVER_REQUESTS.labels(
+                provider, str(status)
+            )
+        counter.inc()
 
-    async def readyz(self, request: Request) -> Response:
+    def _readiness(self) -> tuple[int, bytes, bytes]:
         problems = self.health.not_ready()
-        return PlainTextResponse(("\n".join(problems) or "ok") + "\n", status_code=503 if problems else 200)
-
-    async def metrics(self, request: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return 503 if problems else 200, (("\n".join(problems) or "ok") + "\n").encode(), _TEXT
 
 
-def build_app(receiver: Receiver) -> Starlette:
-    any_method = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-    routes = [
-        Route("/callbacks/{provider}/{token}", receiver.callback, methods=any_method),
-        Route("/healthz", receiver.healthz, methods=["GET"]),
-        Route("/readyz", receiver.readyz, methods=["GET"]),
-        Route("/metrics", receiver.metrics, methods=["GET"]),
-    ]
-    app = Starlette(routes=routes)
-    app.add_exception_handler(404, _not_found)
-    return app
+async def _answer(
+    send: _Send, status: int, body: bytes, content_type: bytes = _TEXT, *, retry: bool = False
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
+    if retry:
+        headers.append((b"retry-after", b"1"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
-async def _not_found(request: Request, exc: Any) -> Response:
-    return PlainTextResponse("not found\n", status_code=404)
+_OK_START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-type", _TEXT), (b"content-length", b"3")],
+}
+_OK_BODY = {"type": "http.response.body", "body": b"ok\n"}
+
+
+def _task_id(query: bytes) -> str | None:
+    """`?task_id=…` of the callback URL, the last one if repeated; None when absent or blank."""
+    if not query:
+        return None
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    found = [value for name, value in pairs if name == "task_id"]
+    return found[-1] if found and found[-1] else None
 
 
 def _new_traceparent() -> str:
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    # Random ids as OpenTelemetry's SDK makes them: unique, not secret, so no system call for entropy.
+    trace_id = random.getrandbits(128) or 1
+    span_id = random.getrandbits(64) or 1
+    return f"00-{trace_id:032x}-{span_id:016x}-01"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import random
 import signal
 from collections.abc import Callable, Generator
 from typing import Any
@@ -17,10 +19,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from consumer.amqp.connection import TRANSIENT, Producer, TopologyError, connect_producer
 from consumer.core.contract import Inbound
 from consumer.core.errors import error_name
-from consumer.receiver.app import Receiver, build_app
+from consumer.receiver.app import Receiver
 from consumer.runtime import metrics
 from consumer.runtime.health import Health
-from consumer.runtime.lifecycle import until_up
+from consumer.runtime.lifecycle import freeze_startup_heap, until_up
 from consumer.settings import Settings
 
 __all__ = ["EXIT_CONFIG", "ReceiverService", "guarded_protocol"]
@@ -46,13 +48,17 @@ def guarded_protocol(*, head_timeout_s: float, max_head_bytes: int) -> type[Http
 
         def data_received(self, data: bytes) -> None:
             if self._in_head:
-                if self._timer is None:
-                    self._arm()
-                # Only the head counts: a body arriving in the same read is the app's to limit.
-                window = self._tail + data
-                end = window.find(b"\r\n\r\n")
-                self._head_bytes += len(data) if end < 0 else max(end + 4 - len(self._tail), 0)
-                self._tail = window[-3:]
+                # Only the head counts: a body arriving in the same read is the app's to limit. The head's
+                # end may straddle two reads: the last read's final bytes are searched with this one.
+                tail = self._tail
+                end = (tail + data).find(b"\r\n\r\n") if tail else data.find(b"\r\n\r\n")
+                if end < 0:
+                    self._head_bytes += len(data)
+                    self._tail = (tail + data)[-3:] if len(data) < 3 else data[-3:]
+                    if self._timer is None:  # a head in several reads: it has until the deadline
+                        self._arm()
+                else:
+                    self._head_bytes += max(end + 4 - len(tail), 0)
                 if self._head_bytes > max_head_bytes:
                     metrics.RECEIVER_REFUSED.labels("head-too-large").inc()
                     self._refuse(b"431 Request Header Fields Too Large")
@@ -141,7 +147,7 @@ class ReceiverService:
         receiver = Receiver(receiver_settings, settings.limits.max_body_bytes, self._publish, self.health)
         self.health.degrade("broker", "not connected yet")
         config = uvicorn.Config(
-            build_app(receiver),
+            receiver,
             host="0.0.0.0",
             port=receiver_settings.receiver_port,
             http=guarded_protocol(
@@ -150,6 +156,8 @@ class ReceiverService:
             ),
             loop="none",  # the loop is already running: uvloop unless SPEECHJOBS_EVENT_LOOP says otherwise
             lifespan="off",
+            ws="none",
+            proxy_headers=False,  # the client's address is neither used nor logged
             log_config=None,
             access_log=False,  # the path holds the token; the app logs one line per request without it
             server_header=False,
@@ -198,6 +206,7 @@ class ReceiverService:
             raise
         assert producer is not None
         self._producer = producer
+        freeze_startup_heap()
         if not self._stopping:  # a SIGTERM during the connect keeps readiness failed
             self.health.working = True
 
@@ -210,7 +219,7 @@ class ReceiverService:
         producer.connection.reconnect_callbacks.add(lambda *_: self.health.recovered("broker"))
         log.info("receiving", extra={"port": self.settings.receiver.receiver_port})
 
-    async def _publish(self, message: Inbound) -> None:
+    async def _publish(self, message: Inbound, timeout: float) -> None:
         producer = self._producer
         if producer is None:
             raise ConnectionError("not connected to the broker")
@@ -222,6 +231,7 @@ class ReceiverService:
             routing_key=message.routing_key,
             properties=_properties(message),
             mandatory=True,
+            timeout=timeout,  # aiormq's own deadline, which takes a late publish back safely
         )
 
 
@@ -252,10 +262,17 @@ def _failed(task: asyncio.Task[None]) -> bool:
     return task.done() and not task.cancelled() and task.exception() is not None
 
 
+# A message id per publish, cheaper than the random UUID aiormq makes otherwise: it matches a returned
+# (unroutable) message to its publish, so it must be unique while the message is in flight.
+_ID_PREFIX = f"{random.getrandbits(48):012x}-"
+_ids = itertools.count()
+
+
 def _properties(message: Inbound) -> Basic.Properties:
     headers: dict[str, Any] = dict(message.headers)
     return Basic.Properties(
         content_type=message.content_type[:255] if message.content_type else None,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         headers=headers,
+        message_id=f"{_ID_PREFIX}{next(_ids):x}",
     )

@@ -202,6 +202,17 @@ async def raw_request(
     return parse_response(raw)
 
 
+async def read_response(reader: asyncio.StreamReader) -> RawResponse:
+    """One whole response: its head and body may come in separate reads."""
+    raw = b""
+    while not (response := parse_response(raw)).complete:
+        chunk = await reader.read(65536)
+        if not chunk:
+            break
+        raw += chunk
+    return response
+
+
 async def read_all(reader: asyncio.StreamReader) -> bytes:
     chunks = []
     try:
