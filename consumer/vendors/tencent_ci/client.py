@@ -1,0 +1,104 @@
+"""Tencent CI DescribeSpeechJob: a GET signed with the COS signature, its XML answer classified."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from pydantic import SecretStr
+
+from consumer.vendors._client import Answer
+from consumer.vendors._http import (
+    UNEXPECTED,
+    BaseStatusClient,
+    Reply,
+    SharedHttp,
+    by_status,
+    encode_segment,
+    host_of,
+    retry_after_s,
+)
+from consumer.vendors._http import vendor_code as _code
+from consumer.vendors.tencent_ci.signer import cos_sign
+from schemas.job import Provider
+
+__all__ = ["PATH", "SIGNATURE_WINDOW_S", "TencentCiStatusClient", "default_endpoint"]
+
+PATH = "/asr_jobs/"
+# Valid from a minute ago (a server clock behind ours) to ten minutes on, as cos-python-sdk-v5 starts at -60.
+SIGNATURE_WINDOW_S = (60, 600)
+
+# Error answers are COS's `<Error><Code>…</Code>…</Error>` (cloud.tencent.com/document/api/436/7730). CI does
+# not document a code for an unknown job: DescribeSpeechJob answers 200 with <NonExistJobIds> instead
+# (tencentcloud.com/document/api/1045/49547), and a 404 follows the generic rule.
+_THROTTLED = frozenset({"SlowDown", "RequestLimitExceeded"})
+_AUTH = frozenset(
+    {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "RequestTimeTooSkewed", "ExpiredToken"}
+)
+# A wrong bucket in the settings is not the job's absence, though COS answers it with 404.
+_MISCONFIGURED = frozenset({"NoSuchBucket"})
+
+
+def default_endpoint(bucket: str, region: str) -> str:
+    """CI's API host for a bucket: https://<bucket>-<appid>.ci.<region>.myqcloud.com."""
+    return f"https://{bucket}.ci.{region}.myqcloud.com"
+
+
+class TencentCiStatusClient(BaseStatusClient):
+    """GET {endpoint}/asr_jobs/{JobId}, Authorization signing the Host actually sent."""
+
+    provider: Provider = "tencent-ci"
+
+    def __init__(
+        self,
+        http: SharedHttp,
+        *,
+        endpoint: str,
+        secret_id: SecretStr,
+        secret_key: SecretStr,
+        timeout_s: float,
+    ) -> None:
+        super().__init__(http, timeout_s=timeout_s)
+        self._base = httpx.URL(endpoint)
+        self._secret_id = secret_id
+        self._secret_key = secret_key
+
+    def _request(self, task_id: str) -> httpx.Request:
+        # host:port when the endpoint names a port (a local stand-in): httpx sends exactly this.
+        host = host_of(self._base)
+        now = int(time.time())
+        signed = cos_sign(
+            secret_id=self._secret_id.get_secret_value(),
+            secret_key=self._secret_key.get_secret_value(),
+            method="GET",
+            # COS signs the decoded path; the wire carries it encoded.
+            path=PATH + task_id,
+            query=None,
+            headers={"host": host},
+            start=now - SIGNATURE_WINDOW_S[0],
+            end=now + SIGNATURE_WINDOW_S[1],
+        )
+        url = self._base.copy_with(raw_path=(PATH + encode_segment(task_id)).encode("ascii"))
+        return self._client.build_request(
+            "GET", url, headers={"Host": host, "Authorization": signed.authorization}
+        )
+
+    def _classify(self, reply: Reply) -> Answer:
+        document = reply.document()
+        fields = document if isinstance(document, dict) else {}
+        response = fields.get("Response")
+        if reply.ok:
+            if isinstance(response, dict) and response.get("JobsDetail"):
+                return reply.answer("ok", "")
+            if isinstance(response, dict) and response.get("NonExistJobIds"):
+                return reply.answer("not-found", "NonExistJobIds")
+            return reply.answer("error", UNEXPECTED)
+        error = fields.get("Error")
+        code = _code(error.get("Code")) if isinstance(error, dict) else None
+        if code in _THROTTLED or reply.status == 429:
+            return reply.answer("throttled", code or f"HTTP {reply.status}", retry_after_s(reply.headers))
+        if code in _AUTH:
+            return reply.answer("auth", code or "")
+        if code in _MISCONFIGURED:
+            return reply.answer("error", code or "")
+        return by_status(reply, code)
