@@ -12,6 +12,7 @@ from schemas.job import (
     JobUpdate,
     Origin,
     Provider,
+    TrackRequest,
 )
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "JobUpdate",
     "Origin",
     "Provider",
+    "TrackRequest",
 ]

@@ -22,12 +22,13 @@ __all__ = [
     "JobUpdate",
     "Origin",
     "Provider",
+    "TrackRequest",
 ]
 
 Provider = Literal["tingwu", "tencent-ci", "huawei-metastudio", "aliyun-ice"]
 PROVIDERS: tuple[Provider, ...] = ("tingwu", "tencent-ci", "huawei-metastudio", "aliyun-ice")
 
-Channel = Literal["callback", "mq", "poll", "unknown"]
+Channel = Literal["callback", "mq", "poll", "track", "unknown"]
 
 
 class JobStatus(StrEnum):
@@ -88,6 +89,12 @@ class JobError(_Frozen):
         if message is not None and len(message) > ERROR_MESSAGE_MAX:
             return message[: ERROR_MESSAGE_MAX - 1] + "…"
         return message
+
+
+class TrackRequest(_Frozen):
+    """The body of a `track.<provider>` message: a job its submitter wants polled."""
+
+    task_id: str = Field(min_length=1, max_length=TASK_ID_MAX)
 
 
 class Origin(_Frozen):

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from consumer.core.contract import Inbound, inbound
+from consumer.core.contract import CHANNELS, Inbound, inbound
 from consumer.core.errors import Rejection
 from consumer.core.normalize import Limits
 from consumer.settings import load_settings, reference_markdown
@@ -31,7 +31,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     send.add_argument("--provider", choices=PROVIDERS, help="sets the x-provider header")
     send.add_argument(
         "--channel",
-        choices=("callback", "mq", "poll"),
+        choices=CHANNELS,
         default="callback",
         help="how the vendor reported it; the routing key is <channel>.<provider> (default callback)",
     )

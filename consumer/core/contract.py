@@ -42,8 +42,9 @@ __all__ = [
 
 _TRACEPARENT = re.compile(r"(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
 
-InboundChannel = Literal["callback", "mq", "poll"]
-CHANNELS: Final[tuple[InboundChannel, ...]] = ("callback", "mq", "poll")
+# callback, mq, poll: a vendor's notification or answer. track: `{"task_id": "..."}`, a job to poll.
+InboundChannel = Literal["callback", "mq", "poll", "track"]
+CHANNELS: Final[tuple[InboundChannel, ...]] = ("callback", "mq", "poll", "track")
 
 # Headers a producer may set on an inbound message.
 PROVIDER: Final = "x-provider"  # names the provider; wins over the routing key and the body's shape

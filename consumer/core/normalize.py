@@ -14,7 +14,7 @@ from consumer.core.adapter import Adapter, Context, Ignored, validation_summary
 from consumer.core.contract import PROVIDER, TASK_ID, Inbound, header_text, parse_routing_key
 from consumer.core.decode import decode
 from consumer.core.errors import Rejection, error_name
-from schemas.job import PROVIDERS, JobUpdate, Origin, Provider
+from schemas.job import PROVIDERS, JobStatus, JobUpdate, Origin, Provider, TrackRequest
 
 __all__ = ["Limits", "Normalized", "normalize"]
 
@@ -81,6 +81,8 @@ def normalize(
     if provider not in enabled:
         raise Rejection("unsupported-provider", f"provider {provider} is not enabled", provider=provider)
     channel, _ = parse_routing_key(msg.routing_key)
+    if channel == "track":
+        return Normalized(provider, sha, updates=(_tracked(decoded.document, provider, sha),))
     if channel == "unknown" and decoded.cloudevent is not None:
         channel = "mq"
     origin = Origin(
@@ -109,6 +111,23 @@ def normalize(
         # succeed: dead-lettered now, not redelivered. KeyError and AttributeError stay failures: bugs.
         raise _rejection(exc, provider) from None
     return Normalized(provider, sha, updates=tuple(result))
+
+
+def _tracked(document: Any, provider: Provider, sha: str) -> JobUpdate:
+    """A `track.<provider>` body: the job, stored as queued until a poll or a notification says more."""
+    try:
+        request = TrackRequest.model_validate(document)
+    except ValidationError as exc:
+        raise _rejection(exc, provider) from None
+    return JobUpdate(
+        provider=provider,
+        task_id=request.task_id,
+        status=JobStatus.QUEUED,
+        provider_status="TRACKED",
+        kind="unknown",
+        source="speechjobs.track",
+        origin=Origin(channel="track", body_sha256=sha),
+    )
 
 
 # ValidationError and UnicodeError are ValueErrors.

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Protocol
 
 from consumer.core.state import Outcome
-from schemas.job import JobUpdate
+from schemas.job import JobUpdate, Provider
 
 __all__ = ["JobStore", "RawBody", "StoreConflict"]
 
@@ -39,3 +39,6 @@ class JobStore(Protocol):
     async def published(self, event_ids: Sequence[str]) -> set[str]: ...
     async def save_raw(self, bodies: Sequence[RawBody]) -> None: ...
     async def ping(self) -> None: ...
+    async def track(self, jobs: Sequence[tuple[Provider, str]], *, now: datetime, due_at: datetime) -> None:
+        """Put jobs on the poller's schedule (`track.<provider>` messages); one already on it stays as is."""
+        ...

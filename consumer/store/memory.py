@@ -7,7 +7,7 @@ from datetime import datetime
 
 from consumer.core.state import MAX_RESULTS, Outcome, apply, job_key
 from consumer.store import RawBody
-from schemas.job import Job, JobUpdate
+from schemas.job import Job, JobUpdate, Provider
 
 __all__ = ["MemoryStore"]
 
@@ -24,6 +24,7 @@ class MemoryStore:
         self.jobs: dict[str, bytes] = {}
         self.raw: dict[str, tuple[RawBody, set[str]]] = {}
         self.confirmed: dict[str, datetime] = {}
+        self.tracked: dict[str, datetime] = {}  # job key -> first poll due
 
     async def setup(self) -> None:
         return None
@@ -33,6 +34,10 @@ class MemoryStore:
 
     async def ping(self) -> None:
         return None
+
+    async def track(self, jobs: Sequence[tuple[Provider, str]], *, now: datetime, due_at: datetime) -> None:
+        for provider, task_id in jobs:
+            self.tracked.setdefault(job_key(provider, task_id), due_at)
 
     async def apply(self, updates: Sequence[tuple[JobUpdate, datetime, str]]) -> list[Outcome]:
         outcomes: list[Outcome] = []

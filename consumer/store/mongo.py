@@ -15,7 +15,8 @@ from pymongo.errors import BulkWriteError
 from consumer.core.state import MAX_RESULTS, Outcome, apply, job_key
 from consumer.settings import ConsumerSettings, LimitsSettings, MongoSettings
 from consumer.store.base import RawBody, StoreConflict
-from schemas.job import Job, JobUpdate
+from consumer.store.polls import track_operations
+from schemas.job import Job, JobUpdate, Provider
 
 __all__ = ["DURABLE", "MongoStore", "NotConfigured", "job_document", "job_from_document", "mongo_client"]
 
@@ -57,6 +58,7 @@ class MongoStore:
         # Confirms are inserted into a log of their own, not set on the job: an insert of a small
         # document costs a fraction of rewriting the job, and never races the job's versioned writes.
         self.published_events: AsyncCollection[dict[str, Any]] = db["published_events"]
+        self.polls: AsyncCollection[dict[str, Any]] = db["polls"]
         self._raw_max = raw_body_max_bytes
         self._chunk_max = raw_chunk_max_bytes
         self._retention = raw_retention
@@ -100,6 +102,10 @@ class MongoStore:
 
     async def ping(self) -> None:
         await self.client.admin.command("ping")
+
+    async def track(self, jobs: Sequence[tuple[Provider, str]], *, now: datetime, due_at: datetime) -> None:
+        if jobs:
+            await self.polls.bulk_write(track_operations(jobs, reason="tracked", now=now, due_at=due_at))
 
     async def apply(self, updates: Sequence[tuple[JobUpdate, datetime, str]]) -> list[Outcome]:
         """Apply (update, received_at, owner) in order; one job's updates in a batch fold into one write."""

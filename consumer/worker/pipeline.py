@@ -89,8 +89,10 @@ class Pipeline:
         store: JobStore,
         publisher: EventPublisher,
         health: Health,
+        first_poll_s: float = 60,
     ) -> None:
         self._providers = consumer.providers
+        self._first_poll = timedelta(seconds=first_poll_s)
         self._max_deliveries = consumer.max_deliveries
         self._store = store
         self._publisher = publisher
@@ -172,6 +174,11 @@ class Pipeline:
             return
         async with self._writing:
             outcomes = await self._retry("mongodb", lambda: self._timed_store(updates))
+        tracked = [(u.provider, u.task_id) for u, _, _ in updates if u.origin.channel == "track"]
+        if tracked:
+            now = datetime.now(UTC)
+            due = now + self._first_poll
+            await self._retry("mongodb", lambda: self._store.track(tracked, now=now, due_at=due))
         events: dict[str, tuple[str, OutboundEvent]] = {}
         orphans: set[str] = set()
         for item, outcome in zip(owners, outcomes, strict=True):

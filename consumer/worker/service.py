@@ -104,6 +104,7 @@ class Service:
             store=store,
             publisher=publisher,
             health=self.health,
+            first_poll_s=settings.poller.poll_interval_s,
         )
         freeze_startup_heap()
         self._worker = worker = asyncio.create_task(self._batches(pipeline), name="batches")

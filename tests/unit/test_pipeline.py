@@ -7,7 +7,7 @@ import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import aiormq.exceptions
@@ -322,3 +322,46 @@ async def test_the_raw_archive_keeps_one_entry_per_distinct_body() -> None:
         "tingwu",
         {task_id(1)},
     )
+
+
+# Tracking: `track.<provider>` messages put a job on the poller's schedule -------------------------------
+
+
+async def test_a_tracked_job_is_stored_queued_and_put_on_the_schedule() -> None:
+    r = rig()
+    before = datetime.now(UTC)
+    message = FakeMessage(b'{"task_id": "task-0001"}', routing_key="track.tingwu")
+    await r.run(message)
+    assert message.settled == ["ack(multiple)"]
+    job = r.job(1)
+    assert (job.status, job.provider_status, job.source) == (JobStatus.QUEUED, "TRACKED", "speechjobs.track")
+    due = r.store.tracked["tingwu:task-0001"]
+    assert before + timedelta(seconds=59) <= due <= datetime.now(UTC) + timedelta(seconds=61)
+    assert r.event_ids() == []  # queued is no transition a subscriber hears of
+
+
+async def test_tracking_a_running_job_changes_nothing_but_the_schedule() -> None:
+    r = rig()
+    await r.run(tingwu(1, "ONGOING"))
+    await r.run(FakeMessage(b'{"task_id": "task-0001"}', routing_key="track.tingwu"))
+    assert r.job(1).status == RUNNING
+    assert "tingwu:task-0001" in r.store.tracked
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{}",
+        b'{"task_id": ""}',
+        b'{"task_id": 42}',
+        b'{"taskId": "x"}',
+        b'["task-1"]',
+        b'{"task_id": "' + b"x" * 300 + b'"}',
+    ],
+)
+async def test_a_bad_track_body_is_dead_lettered_as_invalid(body: bytes) -> None:
+    r = rig()
+    message = FakeMessage(body, routing_key="track.tingwu")
+    await r.run(message)
+    assert [letter.rejection.reason for letter in r.publisher.dead_letters] == ["invalid-payload"]
+    assert r.store.tracked == {}
