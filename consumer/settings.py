@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.job import PROVIDERS, Provider
@@ -16,9 +16,11 @@ __all__ = [
     "ConsumerSettings",
     "LimitsSettings",
     "MongoSettings",
+    "PollerSettings",
     "ReceiverSettings",
     "RuntimeSettings",
     "Settings",
+    "VendorSettings",
     "load_settings",
     "reference_markdown",
 ]
@@ -238,6 +240,114 @@ class ReceiverSettings(_Section):
         return value
 
 
+class PollerSettings(_Section):
+    """`speechjobs poll`: which jobs are due, how often, how fast each vendor is asked."""
+
+    poll_interval_s: float = Field(
+        default=60, gt=0, description="First poll after tracking, and the interval after a change"
+    )
+    poll_max_interval_s: float = Field(
+        default=300,
+        gt=0,
+        description="Cap of the interval, which doubles (with jitter) while nothing changes",
+    )
+    poll_fast_interval_s: float = Field(
+        default=3,
+        gt=0,
+        description="MetaStudio's interval while its job is PROCESSING (its docs poll every 3 s)",
+    )
+    poll_silence: Annotated[dict[Provider, float], NoDecode] = Field(
+        default_factory=lambda: dict.fromkeys(PROVIDERS, 600.0),
+        description="Reconciliation: a running job silent this long (seconds) is polled; "
+        "`600` for all or provider=seconds pairs",
+    )
+    poll_rate: Annotated[dict[Provider, float], NoDecode] = Field(
+        default_factory=lambda: dict.fromkeys(PROVIDERS, 5.0),
+        description="Status requests per second to each vendor, per replica; `5` or provider=rate pairs",
+    )
+    poll_max_age_s: float = Field(
+        default=172_800, gt=0, description="Jobs older than this are no longer polled"
+    )
+    poll_not_found_limit: int = Field(
+        default=3, ge=1, description="Answers of 'no such job' in a row before polling stops"
+    )
+    poll_concurrency: int = Field(default=16, ge=1, description="Status requests in flight per vendor")
+    poll_lease_s: float = Field(
+        default=120,
+        gt=0,
+        description="A claimed job is another replica's to take after this (a killed poller)",
+    )
+    poll_reconcile_every_s: float = Field(
+        default=60, gt=0, description="How often silent jobs are looked for"
+    )
+
+    @field_validator("poll_silence", "poll_rate")
+    @classmethod
+    def _positive(cls, value: dict[Provider, float]) -> dict[Provider, float]:
+        if any(not seconds > 0 for seconds in value.values()):
+            raise ValueError("every value must be a number above 0")
+        return value
+
+    @field_validator("poll_silence", "poll_rate", mode="before")
+    @classmethod
+    def _per_provider(cls, value: object, info: ValidationInfo) -> object:
+        # `600` for every provider, or `tingwu=300,aliyun-ice=120` over the defaults of the others.
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if "=" not in text:
+            return dict.fromkeys(PROVIDERS, float(text))
+        assert info.field_name is not None
+        found: dict[str, float] = cls.model_fields[info.field_name].get_default(call_default_factory=True)
+        for pair in text.split(","):
+            provider, _, number = pair.strip().partition("=")
+            if provider.strip() not in PROVIDERS:
+                raise ValueError(f"not a provider: {provider.strip()[:40]!r}")
+            found[provider.strip()] = float(number)
+        return found
+
+
+class VendorSettings(_Section):
+    """The vendors' status APIs, for the poller: credentials (secret files work) and endpoints.
+
+    A provider without its credentials is not polled.
+    """
+
+    alibaba_access_key_id: SecretStr | None = Field(default=None, description="Tingwu and ICE: AccessKey ID")
+    alibaba_access_key_secret: SecretStr | None = Field(
+        default=None, description="Tingwu and ICE: AccessKey secret"
+    )
+    alibaba_security_token: SecretStr | None = Field(
+        default=None, description="Tingwu and ICE: STS security token, with temporary AccessKeys"
+    )
+    tencent_secret_id: SecretStr | None = Field(default=None, description="Tencent CI: SecretId")
+    tencent_secret_key: SecretStr | None = Field(default=None, description="Tencent CI: SecretKey")
+    tencent_ci_bucket: str | None = Field(default=None, description="Tencent CI: `<bucket>-<appid>`")
+    tencent_ci_region: str | None = Field(default=None, description="Tencent CI: region, e.g. ap-beijing")
+    huawei_access_key: SecretStr | None = Field(default=None, description="MetaStudio: AK")
+    huawei_secret_key: SecretStr | None = Field(default=None, description="MetaStudio: SK")
+    huawei_project_id: str | None = Field(default=None, description="MetaStudio: project ID")
+    tingwu_endpoint: str = Field(
+        default="https://tingwu.cn-beijing.aliyuncs.com", description="Tingwu API: scheme, host and port"
+    )
+    ice_endpoint: str = Field(
+        default="https://ice.cn-shanghai.aliyuncs.com", description="ICE API: scheme, host and port"
+    )
+    ice_signature: Literal["v3", "v2"] = Field(
+        default="v3",
+        description="ICE request signature: v3 (ACS3-HMAC-SHA256) or v2 (RPC HMAC-SHA1, as ICE's SDK)",
+    )
+    tencent_ci_endpoint: str | None = Field(
+        default=None,
+        description="Tencent CI API; default `https://<bucket>-<appid>.ci.<region>.myqcloud.com`",
+    )
+    metastudio_endpoint: str = Field(
+        default="https://metastudio.cn-north-4.myhuaweicloud.com",
+        description="MetaStudio API: scheme, host and port",
+    )
+    vendor_timeout_s: float = Field(default=10, gt=0, description="Each status request, connect to last byte")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every section; a process passes each part only what it needs."""
@@ -248,6 +358,8 @@ class Settings:
     limits: LimitsSettings
     consumer: ConsumerSettings
     receiver: ReceiverSettings
+    poller: PollerSettings
+    vendors: VendorSettings
 
 
 _SECTIONS: dict[str, type[_Section]] = {
@@ -257,6 +369,8 @@ _SECTIONS: dict[str, type[_Section]] = {
     "limits": LimitsSettings,
     "consumer": ConsumerSettings,
     "receiver": ReceiverSettings,
+    "poller": PollerSettings,
+    "vendors": VendorSettings,
 }
 
 
@@ -306,4 +420,9 @@ def _shown_default(default: object) -> str:
         return "(local broker, guest)" if default.get_secret_value() else "(none)"
     if isinstance(default, tuple):
         return "`" + ",".join(str(v) for v in default) + "`"
+    if isinstance(default, dict):
+        values = set(default.values())
+        if len(values) == 1:
+            return f"`{values.pop():g}` each"
+        return "`" + ",".join(f"{k}={v:g}" for k, v in default.items()) + "`"
     return f"`{default}`"

@@ -14,7 +14,15 @@ from xml.parsers.expat import ExpatError
 from consumer.core.decode import declares_dtd
 from consumer.ops.letters import Letter
 
-__all__ = ["Progress", "format_age", "format_headers", "format_table", "letter_json", "pretty_body"]
+__all__ = [
+    "Progress",
+    "aligned",
+    "format_age",
+    "format_headers",
+    "format_table",
+    "letter_json",
+    "pretty_body",
+]
 
 _HEX_EXCERPT = 256
 
@@ -42,7 +50,12 @@ def format_table(letters: Sequence[Letter], now: datetime) -> str:
         )
         for letter in letters
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return aligned(rows)
+
+
+def aligned(rows: Sequence[Sequence[str]]) -> str:
+    """Rows of cells as columns, two spaces apart; the first row is the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
     return "\n".join(line.rstrip() for line in lines)
 

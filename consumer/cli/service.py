@@ -14,6 +14,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     run.set_defaults(func=_run)
     receive = sub.add_parser("receive", help="run the callback receiver (HTTP on SPEECHJOBS_RECEIVER_PORT)")
     receive.set_defaults(func=_receive)
+    poll = sub.add_parser("poll", help="run the vendor poller (credentials from SPEECHJOBS_* variables)")
+    poll.set_defaults(func=_poll)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -34,3 +36,13 @@ def _receive(args: argparse.Namespace) -> int:
     settings = load_settings()
     setup_logging(settings.runtime.log_format, settings.runtime.log_level)
     return run_loop(ReceiverService(settings).run(), settings.runtime.event_loop)
+
+
+def _poll(args: argparse.Namespace) -> int:
+    from consumer.poller.service import PollerService
+    from consumer.runtime.lifecycle import run_loop
+    from consumer.runtime.logs import setup_logging
+
+    settings = load_settings()
+    setup_logging(settings.runtime.log_format, settings.runtime.log_level)
+    return run_loop(PollerService(settings).run(), settings.runtime.event_loop)

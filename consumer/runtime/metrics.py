@@ -14,6 +14,11 @@ __all__ = [
     "IN_FLIGHT",
     "IN_FLIGHT_BYTES",
     "MESSAGES",
+    "POLLER_PAUSED",
+    "POLLER_PROVIDERS",
+    "POLLS",
+    "POLLS_STOPPED",
+    "POLL_SECONDS",
     "PROCESSING_SECONDS",
     "PUBLISH_SECONDS",
     "RECEIVER_AUTH_FAILURES",
@@ -66,4 +71,26 @@ RECEIVER_REFUSED = Counter(
     "speechjobs_receiver_refused",
     "Connections cut before a request reached the app: malformed, head too large or too slow, idle",
     ["reason"],
+)
+
+POLLS = Counter(
+    "speechjobs_polls",
+    "Vendor status requests, by provider and verdict (ok, not-found, throttled, auth, error)",
+    ["provider", "verdict"],
+)
+POLL_SECONDS = Histogram("speechjobs_poll_seconds", "Vendor status request time", ["provider"], buckets=_FAST)
+POLLS_STOPPED = Counter(
+    "speechjobs_polls_stopped",
+    "Jobs no longer polled, by reason (terminal, not-found, max-age)",
+    ["provider", "reason"],
+)
+POLLER_PROVIDERS = Gauge(
+    "speechjobs_poller_provider_enabled",
+    "1 when the provider is polled, 0 when it lacks credentials",
+    ["provider"],
+)
+POLLER_PAUSED = Gauge(
+    "speechjobs_poller_paused",
+    "1 while the poller waits out a vendor's throttling or credential refusal",
+    ["provider", "verdict"],
 )

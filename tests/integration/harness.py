@@ -69,12 +69,13 @@ class Names:
 
 
 class ServiceProcess:
-    """One `python -m consumer run` child process with its own HTTP port."""
+    """One `python -m consumer run` (or `poll`) child process with its own HTTP port."""
 
     started: ClassVar[list[ServiceProcess]] = []  # so a failing test cannot leak a running service
 
-    def __init__(self, names: Names, **env: str) -> None:
+    def __init__(self, names: Names, *, command: str = "run", **env: str) -> None:
         self.names = names
+        self.command = command
         self.port = free_port()
         self.env = {
             **os.environ,
@@ -91,7 +92,7 @@ class ServiceProcess:
     async def start(self, *, wait_ready: bool = True) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115, ASYNC230 - the child owns it
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "consumer", "run", env=self.env, stdout=log, stderr=log
+            sys.executable, "-m", "consumer", self.command, env=self.env, stdout=log, stderr=log
         )
         log.close()
         ServiceProcess.started.append(self)

@@ -105,3 +105,17 @@ def test_the_core_limits_default_to_the_settings(monkeypatch: pytest.MonkeyPatch
     for name in [n for n in os.environ if n.startswith("SPEECHJOBS_")]:
         monkeypatch.delenv(name)
     assert Limits.of(LimitsSettings(_env_file=None)) == Limits()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "tingwu=0", "nobody=3", "tingwu=fast"])
+def test_poll_rates_and_silences_are_positive_numbers_of_known_providers(value: str) -> None:
+    with pytest.raises(ValidationError):
+        load_settings(poll_rate=value)
+    with pytest.raises(ValidationError):
+        load_settings(poll_silence=value)
+
+
+def test_poll_rates_are_one_number_or_pairs_over_the_defaults() -> None:
+    assert set(load_settings(poll_rate="2").poller.poll_rate.values()) == {2.0}
+    rates = load_settings(poll_rate="tingwu=1.5, aliyun-ice=7").poller.poll_rate
+    assert rates == {"tingwu": 1.5, "tencent-ci": 5.0, "huawei-metastudio": 5.0, "aliyun-ice": 7.0}
