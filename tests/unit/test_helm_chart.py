@@ -52,6 +52,13 @@ existingSecret:
   callbackTokensKey: tokens
   iceAuthKeysKey: ice-keys
   iceCallbackUrlKey: ice-url
+  alibabaAccessKeyIdKey: ali-id
+  alibabaAccessKeySecretKey: ali-secret
+  alibabaSecurityTokenKey: ali-token
+  tencentSecretIdKey: tc-id
+  tencentSecretKeyKey: tc-key
+  huaweiAccessKeyKey: hw-ak
+  huaweiSecretKeyKey: hw-sk
 config:
   providers: [tingwu, aliyun-ice]
   inboundQueue: jobs.inbound
@@ -160,6 +167,37 @@ receiver:
   networkPolicy:
     from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}}]
     extraEgress: [{to: [{ipBlock: {cidr: 10.0.0.10/32}}], ports: [{port: 4317, protocol: TCP}]}]
+poller:
+  replicaCount: 3
+  config:
+    intervalSeconds: 30
+    maxIntervalSeconds: 600.5
+    fastIntervalSeconds: 2
+    silence: tingwu=300,aliyun-ice=120
+    rate: 2.5
+    maxAgeSeconds: 2592000
+    notFoundLimit: 5
+    concurrency: 4
+    leaseSeconds: 90
+    reconcileEverySeconds: 30
+  vendors:
+    tingwuEndpoint: https://tingwu.cn-shanghai.aliyuncs.com
+    iceEndpoint: https://ice.cn-beijing.aliyuncs.com
+    iceSignature: v2
+    tencentCiEndpoint: https://ci.example.com:8443
+    tencentCiBucket: media-1250000000
+    tencentCiRegion: ap-guangzhou
+    metastudioEndpoint: https://metastudio.ap-southeast-1.myhuaweicloud.com
+    huaweiProjectId: 0123456789abcdef0123456789abcdef
+    timeoutSeconds: 4.5
+  extraEnv: [{name: POLLER_ONLY, value: "1"}]
+  resources: {requests: {cpu: 20m}, limits: {cpu: 500m}}
+  livenessProbe: {periodSeconds: 30}
+  readinessProbe: {failureThreshold: 5}
+  service: {port: 9200, annotations: {example.com/scrape: "yes"}}
+  networkPolicy:
+    vendors: {ports: [443, 8443], to: [{ipBlock: {cidr: 0.0.0.0/0, except: [10.0.0.0/8]}}]}
+    extraEgress: [{to: [{ipBlock: {cidr: 10.0.0.20/32}}], ports: [{port: 3128, protocol: TCP}]}]
 """
 )
 HPA: dict[str, Any] = {
@@ -275,6 +313,26 @@ def test_schema_is_strict() -> None:
         ({"receiver": {"podDisruptionBudget": {"maxUnavailable": "half"}}}, "'half' does not match"),
         ({"receiver": {"service": {"type": "ExternalName"}}}, "'ExternalName' is not one of"),
         ({"receiver": {"preStopSleepSeconds": -1}}, "-1 is less than the minimum of 0"),
+        ({"poller": {"replicaCount": 0}}, "0 is less than the minimum of 1"),
+        ({"poller": {"replicas": 2}}, "'replicas' was unexpected"),
+        ({"poller": {"config": {"interval": 60}}}, "'interval' was unexpected"),
+        ({"poller": {"vendors": {"aliyunEndpoint": "https://x"}}}, "'aliyunEndpoint' was unexpected"),
+        ({"poller": {"networkPolicy": {"from": []}}}, "'from' was unexpected"),
+        ({"poller": {"enabled": "yes"}}, "'yes' is not of type 'boolean'"),
+        ({"poller": {"config": {"concurrency": 0}}}, "0 is less than the minimum of 1"),
+        ({"poller": {"config": {"notFoundLimit": 1.5}}}, "1.5 is not of type 'integer'"),
+        ({"poller": {"config": {"leaseSeconds": 0}}}, "0 is less than or equal to the minimum of 0"),
+        ({"poller": {"config": {"rate": "0"}}}, "'0' does not match"),
+        ({"poller": {"config": {"rate": 0}}}, "0 is less than or equal to the minimum of 0"),
+        ({"poller": {"config": {"silence": "azure=60"}}}, "'azure=60' does not match"),
+        ({"poller": {"config": {"silence": "tingwu=60,"}}}, "'tingwu=60,' does not match"),
+        ({"poller": {"vendors": {"iceSignature": "v1"}}}, "'v1' is not one of ['v3', 'v2']"),
+        ({"poller": {"vendors": {"tingwuEndpoint": "tingwu.example.com"}}}, "does not match"),
+        ({"poller": {"vendors": {"iceEndpoint": "https://ice.example.com/v1"}}}, "does not match"),
+        ({"poller": {"vendors": {"tencentCiBucket": "media"}}}, "does not match"),
+        ({"poller": {"vendors": {"timeoutSeconds": 0}}}, "0 is less than or equal to the minimum of 0"),
+        ({"poller": {"networkPolicy": {"vendors": {"ports": []}}}}, "should be non-empty"),
+        ({"existingSecret": {"tencentSecretKeyKey": ""}}, "should be non-empty"),
     ],
 )
 def test_schema_rejects(override: dict[str, Any], message: str) -> None:
@@ -376,8 +434,9 @@ async def test_lint_with_non_default_values(
         {"config": {"queueType": "lazy"}},
         {"config": {"prefetch": "many"}},
         {"receiver": {"ingress": {"bogus": True}}},
+        {"poller": {"replicaCount": 0}},
     ],
-    ids=["unknown-key", "bad-enum", "wrong-type", "unknown-receiver-key"],
+    ids=["unknown-key", "bad-enum", "wrong-type", "unknown-receiver-key", "no-poller-replica"],
 )
 async def test_lint_enforces_the_schema(helm_sdkpy: Any, tmp_path: Path, override: dict[str, Any]) -> None:
     result = await lint(helm_sdkpy, chart_with_values(tmp_path, merged(VALUES, override)))
@@ -437,10 +496,12 @@ def test_default_resources(default: Manifests) -> None:
     assert sorted(default) == [
         ("ConfigMap", "prod-speechjobs"),
         ("Deployment", "prod-speechjobs"),
+        ("Deployment", "prod-speechjobs-poller"),
         ("Deployment", "prod-speechjobs-receiver"),
         ("PodDisruptionBudget", "prod-speechjobs"),
         ("PodDisruptionBudget", "prod-speechjobs-receiver"),
         ("Service", "prod-speechjobs"),
+        ("Service", "prod-speechjobs-poller"),
         ("Service", "prod-speechjobs-receiver"),
         ("ServiceAccount", "prod-speechjobs"),
     ]
@@ -495,9 +556,28 @@ def service_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data: dict[str,
     return load_settings()
 
 
+# The vendors' credentials, which only the poller's pods get.
+VENDOR_SECRETS = {
+    "alibaba_access_key_id",
+    "alibaba_access_key_secret",
+    "alibaba_security_token",
+    "tencent_secret_id",
+    "tencent_secret_key",
+    "huawei_access_key",
+    "huawei_secret_key",
+}
 # Settings the pods get from the existing Secret, never from the ConfigMap: the SecretStr fields, and the
 # URL ICE signs, which holds the aliyun-ice callback token.
-SECRET_SETTINGS = {"amqp_url", "mongodb_url", "callback_tokens", "ice_auth_keys", "ice_callback_url"}
+SECRET_SETTINGS = {
+    "amqp_url",
+    "mongodb_url",
+    "callback_tokens",
+    "ice_auth_keys",
+    "ice_callback_url",
+} | VENDOR_SECRETS
+# Settings without a default in the service (None): in the ConfigMap only when their value is set, as an
+# empty value would count as set.
+UNSET_BY_DEFAULT = {"tencent_ci_endpoint", "tencent_ci_bucket", "tencent_ci_region", "huawei_project_id"}
 
 
 def secret_typed(settings: Settings) -> set[str]:
@@ -534,7 +614,10 @@ def test_configmap_covers_every_setting_and_defaults_match_the_service(
     names = setting_names(built_in)
     assert len(names) == len(set(names))  # one variable, one field
     assert set(names) >= SECRET_SETTINGS >= secret_typed(built_in)  # no secret ends up in the ConfigMap
-    assert set(data) == {f"SPEECHJOBS_{name.upper()}" for name in set(names) - SECRET_SETTINGS}
+    assert set(data) == {
+        f"SPEECHJOBS_{name.upper()}" for name in set(names) - SECRET_SETTINGS - UNSET_BY_DEFAULT
+    }
+    assert set(names) >= UNSET_BY_DEFAULT
     from_chart = service_env(monkeypatch, tmp_path, data)
     assert non_secret(from_chart) == non_secret(built_in)
 
@@ -572,6 +655,27 @@ def test_configmap_non_default_values_parse(
     assert (receiver.receiver_port, receiver.ice_signature_window_s) == (9000, 120)
     assert (receiver.receiver_confirm_timeout_s, receiver.receiver_read_timeout_s) == (3.5, 10)
     assert (receiver.receiver_max_in_flight, receiver.receiver_max_header_bytes) == (64, 32768)
+    assert data["SPEECHJOBS_POLL_MAX_AGE_S"] == "2592000"  # not 2.592e+06
+    assert data["SPEECHJOBS_POLL_RATE"] == "2.5"  # a number in the values: every provider
+    poller = settings.poller
+    assert (poller.poll_interval_s, poller.poll_max_interval_s, poller.poll_fast_interval_s) == (30, 600.5, 2)
+    assert poller.poll_silence == {
+        "tingwu": 300,
+        "tencent-ci": 600,
+        "huawei-metastudio": 600,
+        "aliyun-ice": 120,
+    }
+    assert set(poller.poll_rate.values()) == {2.5}
+    assert (poller.poll_max_age_s, poller.poll_not_found_limit, poller.poll_concurrency) == (2_592_000, 5, 4)
+    assert (poller.poll_lease_s, poller.poll_reconcile_every_s) == (90, 30)
+    vendors = settings.vendors
+    assert vendors.tingwu_endpoint == "https://tingwu.cn-shanghai.aliyuncs.com"
+    assert (vendors.ice_endpoint, vendors.ice_signature) == ("https://ice.cn-beijing.aliyuncs.com", "v2")
+    assert vendors.tencent_ci_endpoint == "https://ci.example.com:8443"
+    assert (vendors.tencent_ci_bucket, vendors.tencent_ci_region) == ("media-1250000000", "ap-guangzhou")
+    assert vendors.metastudio_endpoint == "https://metastudio.ap-southeast-1.myhuaweicloud.com"
+    assert vendors.huawei_project_id == "0123456789abcdef0123456789abcdef"
+    assert vendors.vendor_timeout_s == 4.5
 
 
 def test_everything_deployment(everything: Manifests) -> None:
@@ -1178,6 +1282,7 @@ def test_consumer_network_policy_still_covers_the_replay_job(everything: Manifes
     assert selects(selector, pod_labels(everything, "Job", "sj-dlq-replay-7"))
     assert selects(selector, pod_labels(everything, "Deployment", "sj"))
     assert not selects(selector, pod_labels(everything, "Deployment", "sj-receiver"))
+    assert not selects(selector, pod_labels(everything, "Deployment", "sj-poller"))
 
 
 def test_receiver_service_monitor(everything: Manifests) -> None:
@@ -1278,3 +1383,271 @@ def test_receiver_pdb_needs_a_bound(helm_python: Any) -> None:
     values = {"receiver": {"podDisruptionBudget": {"minAvailable": None, "maxUnavailable": None}}}
     with pytest.raises(helm_python.HelmRenderError, match=r"receiver\.podDisruptionBudget"):
         render(helm_python, values)
+
+
+# --- the poller -------------------------------------------------------------------------------------------
+
+POLLER = "prod-speechjobs-poller"
+VENDOR_VARIABLES = {f"SPEECHJOBS_{name.upper()}" for name in VENDOR_SECRETS}
+
+
+def poller_objects(manifests: Manifests) -> list[tuple[str, str]]:
+    """Whatever belongs to the poller: by name, or by its component label."""
+    return sorted(
+        (kind, name)
+        for (kind, name), doc in manifests.items()
+        if "poller" in name
+        or doc["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "poller"
+    )
+
+
+def test_default_poller_deployment(default: Manifests) -> None:
+    deployment = default["Deployment", POLLER]
+    pod = deployment["spec"]["template"]["spec"]
+    c = container(default, "Deployment", POLLER)
+    assert deployment["spec"]["replicas"] == 1
+    assert c["image"] == container(default, "Deployment", "prod-speechjobs")["image"]
+    assert c["args"] == ["poll"]  # the image's entrypoint is `speechjobs`
+    # Its HTTP server listens on SPEECHJOBS_HTTP_PORT, the consumer's.
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert c["envFrom"] == [{"configMapRef": {"name": "prod-speechjobs"}}]
+    secret = {"name": "prod-speechjobs"}
+    assert secret_refs(c) == {
+        "SPEECHJOBS_AMQP_URL": secret | {"key": "amqp-url"},
+        "SPEECHJOBS_MONGODB_URL": secret | {"key": "mongodb-url"},
+        # Optional: a provider without its credentials is not polled, and the pods start anyway.
+        "SPEECHJOBS_ALIBABA_ACCESS_KEY_ID": secret | {"key": "alibaba-access-key-id", "optional": True},
+        "SPEECHJOBS_ALIBABA_ACCESS_KEY_SECRET": secret
+        | {"key": "alibaba-access-key-secret", "optional": True},
+        "SPEECHJOBS_ALIBABA_SECURITY_TOKEN": secret | {"key": "alibaba-security-token", "optional": True},
+        "SPEECHJOBS_TENCENT_SECRET_ID": secret | {"key": "tencent-secret-id", "optional": True},
+        "SPEECHJOBS_TENCENT_SECRET_KEY": secret | {"key": "tencent-secret-key", "optional": True},
+        "SPEECHJOBS_HUAWEI_ACCESS_KEY": secret | {"key": "huawei-access-key", "optional": True},
+        "SPEECHJOBS_HUAWEI_SECRET_KEY": secret | {"key": "huawei-secret-key", "optional": True},
+    }
+    assert {k: pod["securityContext"].get(k) for k in POD_SECURITY} == POD_SECURITY
+    assert {k: c["securityContext"].get(k) for k in CONTAINER_SECURITY} == CONTAINER_SECURITY
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == "prod-speechjobs"
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+    # The polls in flight finish within the shutdown grace; 10 s more to close the connections.
+    assert pod["terminationGracePeriodSeconds"] == 20 + 10
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    consumer = default["Deployment", "prod-speechjobs"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["checksum/config"] == consumer["checksum/config"]  # the same ConfigMap
+    selector = deployment["spec"]["selector"]
+    assert selector["matchLabels"]["app.kubernetes.io/component"] == "poller"
+    assert pod["topologySpreadConstraints"][0]["labelSelector"] == selector
+    assert resources(default, POLLER) == {
+        "limits": {"memory": "256Mi"},
+        "requests": {"cpu": "50m", "memory": "256Mi"},
+    }
+
+
+def test_vendor_credentials_reach_the_poller_only(default: Manifests, everything: Manifests) -> None:
+    assert set(secret_refs(container(default, "Deployment", POLLER))) >= VENDOR_VARIABLES
+    assert set(secret_refs(container(everything, "Deployment", "sj-poller"))) >= VENDOR_VARIABLES
+    others = [
+        (default, "Deployment", "prod-speechjobs"),
+        (default, "Deployment", RECEIVER),
+        (everything, "Deployment", "sj"),
+        (everything, "Deployment", "sj-receiver"),
+        (everything, "Job", "sj-dlq-replay-7"),
+    ]
+    for manifests, kind, name in others:
+        names = {e["name"] for e in container(manifests, kind, name)["env"]}
+        assert not names & VENDOR_VARIABLES, (kind, name)
+    for manifests, name in ((default, "prod-speechjobs"), (everything, "sj")):
+        assert not VENDOR_VARIABLES & set(manifests["ConfigMap", name]["data"])
+
+
+def test_everything_poller_deployment(everything: Manifests) -> None:
+    deployment = everything["Deployment", "sj-poller"]
+    pod = deployment["spec"]["template"]["spec"]
+    c = container(everything, "Deployment", "sj-poller")
+    assert deployment["spec"]["replicas"] == 3  # no autoscaler: KEDA's is the consumer's
+    assert c["image"] == container(everything, "Deployment", "sj")["image"]
+    assert c["ports"] == [{"name": "http", "containerPort": 9090, "protocol": "TCP"}]
+    assert c["envFrom"] == [{"configMapRef": {"name": "sj"}}]
+    secret = "speechjobs-credentials"
+    assert {name: (ref["name"], ref["key"], ref.get("optional")) for name, ref in secret_refs(c).items()} == {
+        "SPEECHJOBS_AMQP_URL": (secret, "amqp", None),
+        "SPEECHJOBS_MONGODB_URL": (secret, "mongo", None),
+        "SPEECHJOBS_ALIBABA_ACCESS_KEY_ID": (secret, "ali-id", True),
+        "SPEECHJOBS_ALIBABA_ACCESS_KEY_SECRET": (secret, "ali-secret", True),
+        "SPEECHJOBS_ALIBABA_SECURITY_TOKEN": (secret, "ali-token", True),
+        "SPEECHJOBS_TENCENT_SECRET_ID": (secret, "tc-id", True),
+        "SPEECHJOBS_TENCENT_SECRET_KEY": (secret, "tc-key", True),
+        "SPEECHJOBS_HUAWEI_ACCESS_KEY": (secret, "hw-ak", True),
+        "SPEECHJOBS_HUAWEI_SECRET_KEY": (secret, "hw-sk", True),
+    }
+    names = [e["name"] for e in c["env"]]
+    assert names[-2:] == ["TZ", "POLLER_ONLY"]  # extraEnv, then poller.extraEnv
+    assert "POLLER_ONLY" not in {e["name"] for e in container(everything, "Deployment", "sj")["env"]}
+    assert {"name": "tls", "mountPath": "/etc/speechjobs/tls", "readOnly": True} in c["volumeMounts"]
+    assert {"name": "tls", "secret": {"secretName": "speechjobs-tls"}} in pod["volumes"]
+    assert c["livenessProbe"]["periodSeconds"] == 30
+    assert c["readinessProbe"]["failureThreshold"] == 5
+    assert pod["terminationGracePeriodSeconds"] == math.ceil(45.5) + 10
+    assert pod["serviceAccountName"] == "speechjobs-sa"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["tolerations"] == EVERYTHING["tolerations"]
+    zone, host = pod["topologySpreadConstraints"]
+    assert zone["labelSelector"] == deployment["spec"]["selector"]
+    assert host["labelSelector"] == {"matchLabels": {"team": "platform"}}
+    template = deployment["spec"]["template"]["metadata"]
+    assert template["labels"]["team"] == "platform"
+    assert template["labels"]["app.kubernetes.io/component"] == "poller"
+    # An explicit CPU limit leaves the memory limit at its default.
+    assert resources(everything, "sj-poller") == {
+        "limits": {"cpu": "500m", "memory": "256Mi"},
+        "requests": {"cpu": "20m", "memory": "256Mi"},
+    }
+
+
+@pytest.mark.parametrize("replicas", [1, 4])
+def test_poller_replicas_follow_the_values(helm_python: Any, replicas: int) -> None:
+    manifests = render(helm_python, {"poller": {"replicaCount": replicas}})
+    assert manifests["Deployment", POLLER]["spec"]["replicas"] == replicas
+
+
+def test_poller_render_refuses_no_replica(helm_python: Any) -> None:
+    with pytest.raises(helm_python.HelmValuesError, match="replicaCount"):
+        render(helm_python, {"poller": {"replicaCount": 0}})
+
+
+def test_poller_explicit_memory_wins(helm_python: Any) -> None:
+    values = {"poller": {"resources": {"limits": {"memory": "512Mi"}, "requests": {"memory": "128Mi"}}}}
+    res = resources(render(helm_python, values), POLLER)
+    assert res == {"limits": {"memory": "512Mi"}, "requests": {"cpu": "50m", "memory": "128Mi"}}
+
+
+def test_poller_selects_only_its_own_pods(default: Manifests) -> None:
+    poller_pod = pod_labels(default, "Deployment", POLLER)
+    for name in ("prod-speechjobs", RECEIVER):
+        other_pod = pod_labels(default, "Deployment", name)
+        assert not selects(default["Deployment", POLLER]["spec"]["selector"], other_pod)
+        assert not selects(default["Deployment", name]["spec"]["selector"], poller_pod)
+        assert not default["Service", name]["spec"]["selector"].items() <= poller_pod.items()
+        assert not selects(default["PodDisruptionBudget", name]["spec"]["selector"], poller_pod)
+    service = default["Service", POLLER]
+    assert service["spec"]["selector"] == default["Deployment", POLLER]["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}
+    ]
+
+
+def test_poller_configmap_defaults(default: Manifests) -> None:
+    data: dict[str, str] = default["ConfigMap", "prod-speechjobs"]["data"]
+    assert {k: v for k, v in data.items() if k.startswith("SPEECHJOBS_POLL_")} == {
+        "SPEECHJOBS_POLL_INTERVAL_S": "60",
+        "SPEECHJOBS_POLL_MAX_INTERVAL_S": "300",
+        "SPEECHJOBS_POLL_FAST_INTERVAL_S": "3",
+        "SPEECHJOBS_POLL_SILENCE": "600",
+        "SPEECHJOBS_POLL_RATE": "5",
+        "SPEECHJOBS_POLL_MAX_AGE_S": "172800",
+        "SPEECHJOBS_POLL_NOT_FOUND_LIMIT": "3",
+        "SPEECHJOBS_POLL_CONCURRENCY": "16",
+        "SPEECHJOBS_POLL_LEASE_S": "120",
+        "SPEECHJOBS_POLL_RECONCILE_EVERY_S": "60",
+    }
+    assert data["SPEECHJOBS_ICE_SIGNATURE"] == "v3"
+    assert data["SPEECHJOBS_VENDOR_TIMEOUT_S"] == "10"
+    # Unset, not empty: the service would take an empty bucket for a set one.
+    assert not {f"SPEECHJOBS_{name.upper()}" for name in UNSET_BY_DEFAULT} & set(data)
+
+
+def test_poller_checksum_follows_its_settings(helm_python: Any, default: Manifests) -> None:
+    def checksum(manifests: Manifests) -> str:
+        annotations = manifests["Deployment", POLLER]["spec"]["template"]["metadata"]["annotations"]
+        return str(annotations["checksum/config"])
+
+    changed = render(helm_python, {"poller": {"vendors": {"huaweiProjectId": "p1"}}})
+    assert checksum(changed) != checksum(default)
+    assert changed["ConfigMap", "prod-speechjobs"]["data"]["SPEECHJOBS_HUAWEI_PROJECT_ID"] == "p1"
+
+
+def test_poller_network_policy(everything: Manifests) -> None:
+    policy = everything["NetworkPolicy", "sj-poller"]["spec"]
+    assert policy["podSelector"] == everything["Deployment", "sj-poller"]["spec"]["selector"]
+    (ingress,) = policy["ingress"]
+    assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert ingress["from"] == EVERYTHING["networkPolicy"]["metricsFrom"]  # the consumer's metrics peers
+    rabbitmq, mongodb, dns, vendors, extra = policy["egress"]
+    assert rabbitmq["ports"] == [{"port": 5671, "protocol": "TCP"}]
+    assert rabbitmq["to"] == EVERYTHING["networkPolicy"]["rabbitmq"]["to"]
+    assert mongodb["ports"] == [{"port": 27017, "protocol": "TCP"}]
+    assert mongodb["to"] == EVERYTHING["networkPolicy"]["mongodb"]["to"]
+    assert {(p["port"], p["protocol"]) for p in dns["ports"]} == {(53, "UDP"), (53, "TCP")}
+    assert vendors["ports"] == [{"port": 443, "protocol": "TCP"}, {"port": 8443, "protocol": "TCP"}]
+    assert vendors["to"] == EVERYTHING["poller"]["networkPolicy"]["vendors"]["to"]
+    assert extra == EVERYTHING["poller"]["networkPolicy"]["extraEgress"][0]
+    # The consumer's extra egress stays the consumer's.
+    assert "extraEgress" not in EVERYTHING["networkPolicy"]
+
+
+def test_poller_network_policy_defaults(helm_python: Any) -> None:
+    manifests = render(helm_python, {"networkPolicy": {"enabled": True}})
+    policy = manifests["NetworkPolicy", POLLER]["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert "from" not in policy["ingress"][0]
+    rules = {(p["port"], p["protocol"]): rule for rule in policy["egress"] for p in rule["ports"]}
+    assert set(rules) == {
+        (5672, "TCP"),
+        (5671, "TCP"),
+        (27017, "TCP"),
+        (53, "UDP"),
+        (53, "TCP"),
+        (443, "TCP"),
+    }
+    assert "to" not in rules[443, "TCP"]  # HTTPS to anywhere: the vendors' addresses change
+    # Policies add up: the consumer's, which allows no HTTPS, must not select the poller's pods.
+    poller_pod = pod_labels(manifests, "Deployment", POLLER)
+    assert selects(policy["podSelector"], poller_pod)
+    assert not selects(manifests["NetworkPolicy", "prod-speechjobs"]["spec"]["podSelector"], poller_pod)
+    assert not selects(manifests["NetworkPolicy", RECEIVER]["spec"]["podSelector"], poller_pod)
+    assert not selects(policy["podSelector"], pod_labels(manifests, "Deployment", "prod-speechjobs"))
+    assert not selects(policy["podSelector"], pod_labels(manifests, "Deployment", RECEIVER))
+    consumer_ports = {
+        p["port"]
+        for rule in manifests["NetworkPolicy", "prod-speechjobs"]["spec"]["egress"]
+        for p in rule["ports"]
+    }
+    assert 443 not in consumer_ports
+
+
+def test_poller_service_monitor(everything: Manifests) -> None:
+    monitor = everything["ServiceMonitor", "sj-poller"]
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    poller_service = everything["Service", "sj-poller"]
+    assert poller_service["spec"]["ports"] == [
+        {"name": "http", "port": 9200, "targetPort": "http", "protocol": "TCP"}
+    ]
+    assert poller_service["metadata"]["annotations"] == {"example.com/scrape": "yes"}
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= poller_service["metadata"]["labels"].items()
+    for other in ("sj", "sj-receiver"):
+        assert not selector.items() <= everything["Service", other]["metadata"]["labels"].items()
+        other_selector = everything["ServiceMonitor", other]["spec"]["selector"]["matchLabels"]
+        assert not other_selector.items() <= poller_service["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == ("http", "/metrics", "15s")
+
+
+def test_poller_disabled_renders_none_of_its_objects(helm_python: Any, everything: Manifests) -> None:
+    found = poller_objects(everything)
+    assert found == [
+        ("Deployment", "sj-poller"),
+        ("NetworkPolicy", "sj-poller"),
+        ("Service", "sj-poller"),
+        ("ServiceMonitor", "sj-poller"),
+    ]
+    off = render(helm_python, merged(EVERYTHING, {"poller": {"enabled": False}}), revision=7, is_upgrade=True)
+    assert poller_objects(off) == []
+    assert sorted(off) == sorted(set(everything) - set(found))
+    # Its settings stay in the shared ConfigMap: the consumer reads SPEECHJOBS_POLL_INTERVAL_S too.
+    assert off["ConfigMap", "sj"] == everything["ConfigMap", "sj"]

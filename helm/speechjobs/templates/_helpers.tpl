@@ -38,7 +38,7 @@ app.kubernetes.io/part-of: speechjobs
 {{- end }}
 
 {{/*
-The labels of every pod of the release: the consumer's, the receiver's and the replay Job's.
+The labels of every pod of the release: the consumer's, the receiver's, the poller's and the replay Job's.
 */}}
 {{- define "speechjobs.instanceLabels" -}}
 app.kubernetes.io/name: {{ include "speechjobs.name" . }}
@@ -46,8 +46,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-The consumer pods' selector: the component label keeps the replay Job's and the receiver's pods out of the
-Service, the PDB and the autoscalers.
+The consumer pods' selector: the component label keeps the replay Job's, the receiver's and the poller's pods
+out of the Service, the PDB and the autoscalers.
 */}}
 {{- define "speechjobs.selectorLabels" -}}
 {{ include "speechjobs.instanceLabels" . }}
@@ -69,6 +69,21 @@ Deployment's selector picks the other's pods, and the consumer's selector is unc
 {{- define "speechjobs.receiverSelectorLabels" -}}
 {{ include "speechjobs.instanceLabels" . }}
 app.kubernetes.io/component: receiver
+{{- end }}
+
+{{/*
+The poller's name: the full name plus -poller, kept to 63 characters.
+*/}}
+{{- define "speechjobs.pollerFullname" -}}
+{{- printf "%s-poller" (include "speechjobs.fullname" . | trunc 56 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+The poller pods' selector, apart from the consumer's and the receiver's like theirs from each other.
+*/}}
+{{- define "speechjobs.pollerSelectorLabels" -}}
+{{ include "speechjobs.instanceLabels" . }}
+app.kubernetes.io/component: poller
 {{- end }}
 
 {{- define "speechjobs.serviceAccountName" -}}
@@ -162,6 +177,15 @@ Estimates, not measurements, like the consumer's; rounded up to a whole MiB.
 
 {{- define "speechjobs.receiverResources" -}}
 {{- include "speechjobs.boundedResources" (list .Values.receiver.resources (include "speechjobs.receiverDerivedMemoryLimit" .)) }}
+{{- end }}
+
+{{/*
+The poller's: poller.resources, with a fixed memory limit of 256 MiB when it is not set. Its memory follows
+no single setting: it holds up to poller.config.concurrency status answers per polled vendor, usually a few
+KiB each (the client refuses any over 4 MiB).
+*/}}
+{{- define "speechjobs.pollerResources" -}}
+{{- include "speechjobs.boundedResources" (list .Values.poller.resources "256Mi") }}
 {{- end }}
 
 {{/*
@@ -280,6 +304,64 @@ the receiver answers every callback 404.
 {{- end }}
 
 {{/*
+The poller's environment: the AMQP and MongoDB URLs, and the vendors' credentials, from the existing Secret,
+then extraEnv and poller.extraEnv. Only the poller gets the credentials. Each credential key is optional: a
+provider whose credentials are missing is not polled (the poller logs it at start), so the pods start with
+any subset of them.
+*/}}
+{{- define "speechjobs.pollerEnv" -}}
+{{- $secret := include "speechjobs.secretName" . }}
+{{- $keys := .Values.existingSecret -}}
+- name: SPEECHJOBS_AMQP_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $keys.amqpUrlKey }}
+- name: SPEECHJOBS_MONGODB_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $keys.mongodbUrlKey }}
+{{- range $name, $key := dict
+  "SPEECHJOBS_ALIBABA_ACCESS_KEY_ID" $keys.alibabaAccessKeyIdKey
+  "SPEECHJOBS_ALIBABA_ACCESS_KEY_SECRET" $keys.alibabaAccessKeySecretKey
+  "SPEECHJOBS_ALIBABA_SECURITY_TOKEN" $keys.alibabaSecurityTokenKey
+  "SPEECHJOBS_TENCENT_SECRET_ID" $keys.tencentSecretIdKey
+  "SPEECHJOBS_TENCENT_SECRET_KEY" $keys.tencentSecretKeyKey
+  "SPEECHJOBS_HUAWEI_ACCESS_KEY" $keys.huaweiAccessKeyKey
+  "SPEECHJOBS_HUAWEI_SECRET_KEY" $keys.huaweiSecretKeyKey }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $key }}
+      optional: true
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- with .Values.poller.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+A number for the ConfigMap, quoted: a whole one as an integer (numbers from values files are floats, which
+are written 2.592e+06 from a million on), any other as it is.
+*/}}
+{{- define "speechjobs.number" -}}
+{{- if eq (float64 .) (floor .) }}{{ int64 . | quote }}{{ else }}{{ . | quote }}{{ end }}
+{{- end }}
+
+{{/*
+A poller setting for the ConfigMap, `600` for every provider or `provider=value` pairs: a string as it is, a
+number (e.g. from --set) as speechjobs.number writes it.
+*/}}
+{{- define "speechjobs.perProvider" -}}
+{{- if kindIs "string" . }}{{ . | quote }}{{ else }}{{ include "speechjobs.number" . }}{{ end }}
+{{- end }}
+
+{{/*
 Topology spread constraints with the given selector (a YAML string) as the labelSelector of the entries
 that have none. Called with (list $ selectorLabels).
 */}}
@@ -298,7 +380,7 @@ that have none. Called with (list $ selectorLabels).
 {{- end }}
 
 {{/*
-Pod-level settings shared by the consumer, the receiver and the replay Job.
+Pod-level settings shared by the consumer, the receiver, the poller and the replay Job.
 */}}
 {{- define "speechjobs.podCommon" -}}
 serviceAccountName: {{ include "speechjobs.serviceAccountName" . }}
@@ -325,8 +407,8 @@ tolerations:
 {{- end }}
 
 {{/*
-Volumes shared by the consumer, the receiver and the replay Job: a writable /tmp on a read-only root
-filesystem, and extraVolumes (e.g. the CA of an amqps:// URL, which the receiver needs as well).
+Volumes shared by the consumer, the receiver, the poller and the replay Job: a writable /tmp on a read-only
+root filesystem, and extraVolumes (e.g. the CA of an amqps:// URL, which the receiver needs as well).
 */}}
 {{- define "speechjobs.volumes" -}}
 - name: tmp
