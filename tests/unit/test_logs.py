@@ -102,7 +102,15 @@ def json_sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     _Sink.handler = None
 
 
+def json_handler_alone() -> None:
+    """Only setup_logging's handler on the root, so outcome() takes its fast path: pytest adds its own
+    handlers to each test phase."""
+    assert _Sink.handler is not None
+    logging.getLogger().handlers[:] = [_Sink.handler]
+
+
 def test_an_outcome_line_is_the_line_a_record_would_make(json_sink: io.StringIO) -> None:
+    json_handler_alone()
     logger = logging.getLogger("speechjobs.test-outcome")
     fields = {"provider": "tingwu", "status": 200, "confirm_ms": None, "duration_ms": 1.25}
     outcome(logger, "callback 200", fields)
@@ -118,6 +126,7 @@ def test_an_outcome_line_is_the_line_a_record_would_make(json_sink: io.StringIO)
 
 
 def test_an_outcome_line_redacts_like_any_other(json_sink: io.StringIO) -> None:
+    json_handler_alone()
     outcome(logging.getLogger("speechjobs.test-outcome"), f"dropped ?token={SECRET}", dict(EXTRA))
     line = json_sink.getvalue()
     assert SECRET not in line
@@ -128,6 +137,7 @@ def test_an_outcome_line_redacts_like_any_other(json_sink: io.StringIO) -> None:
 
 
 def test_an_outcome_below_the_level_writes_nothing(json_sink: io.StringIO) -> None:
+    json_handler_alone()
     logger = logging.getLogger("speechjobs.test-outcome-quiet")
     logger.setLevel(logging.WARNING)
     outcome(logger, "callback 200", {"status": 200})
