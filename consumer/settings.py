@@ -324,6 +324,11 @@ class VendorSettings(_Section):
     tencent_secret_key: SecretStr | None = Field(default=None, description="Tencent CI: SecretKey")
     tencent_ci_bucket: str | None = Field(default=None, description="Tencent CI: `<bucket>-<appid>`")
     tencent_ci_region: str | None = Field(default=None, description="Tencent CI: region, e.g. ap-beijing")
+    tencent_ci_queue_id: str | None = Field(
+        default=None,
+        description="Tencent CI: the speech queue the jobs go to; when set, due jobs are asked about with "
+        "its listing (DescribeSpeechJobs), a page for up to 100 jobs",
+    )
     huawei_access_key: SecretStr | None = Field(default=None, description="MetaStudio: AK")
     huawei_secret_key: SecretStr | None = Field(default=None, description="MetaStudio: SK")
     huawei_project_id: str | None = Field(default=None, description="MetaStudio: project ID")

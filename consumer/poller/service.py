@@ -11,13 +11,13 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from consumer.amqp.connection import TRANSIENT, Producer, TopologyError, connect_producer
 from consumer.amqp.publisher import publish_inbound
-from consumer.core.contract import inbound
+from consumer.core.contract import Inbound, inbound
 from consumer.core.errors import Rejection, error_name
 from consumer.core.normalize import Limits
 from consumer.poller.ratelimit import TokenBucket
@@ -32,7 +32,8 @@ from consumer.store.polls import Claim, PollStore, Stopped
 from consumer.vendors import normalize
 from consumer.vendors._client import Answer, StatusClient
 from consumer.vendors.clients import status_clients
-from schemas.job import PROVIDERS, JobStatus, Provider
+from consumer.vendors.tencent_ci.client import LISTING_PAGE, TencentCiStatusClient, listing_next_token
+from schemas.job import PROVIDERS, JobStatus, JobUpdate, Provider
 
 __all__ = ["EXIT_CONFIG", "PollerService"]
 
@@ -42,6 +43,9 @@ EXIT_CONFIG = 2
 T = TypeVar("T")
 _IDLE_S = 1.0  # longest wait for new due jobs (tracked ones appear at any time)
 _RECONCILE_LIMIT = 1_000  # silent jobs put on the schedule per provider per round
+# Tencent's listing starts this long before the oldest due job was put on the schedule (it was created
+# at the vendor a little earlier: the submitter tracks it after submitting it).
+_LISTING_MARGIN = timedelta(minutes=10)
 
 
 class PollerService:
@@ -140,10 +144,17 @@ class PollerService:
         bucket = TokenBucket(poller.poll_rate[provider])
         slots = asyncio.Semaphore(poller.poll_concurrency)
         running: set[asyncio.Task[None]] = set()
+        queue_id = self.settings.vendors.tencent_ci_queue_id
+        listing = client if isinstance(client, TencentCiStatusClient) and queue_id else None
         while not self._stopping.is_set():
             pause = self._paused.get(provider, 0.0) - time.monotonic()
             if pause > 0:
                 await self._sleep(min(pause, _IDLE_S))
+                continue
+            if listing is not None and queue_id:
+                swept = await self._guarded(lambda: self._sweep(listing, queue_id, store, producer, bucket))
+                if not swept:
+                    await self._sleep(_IDLE_S)
                 continue
             await slots.acquire()
             claim = await self._guarded(
@@ -163,35 +174,11 @@ class PollerService:
     async def _poll_one(
         self, claim: Claim, client: StatusClient, store: PollStore, producer: Producer, bucket: TokenBucket
     ) -> None:
-        settings = self.settings.poller
-        provider = claim.provider
         try:
-            job = await store.job(claim.key)
-            now = _now()
-            stopped: Stopped | None = None
-            if job is not None and JobStatus(job["status"]).terminal:
-                stopped = "terminal"  # a callback or another poll got there first
-            elif now - (job["created_at"] if job else claim.since) > timedelta(
-                seconds=settings.poll_max_age_s
-            ):
-                stopped = "max-age"
-            if stopped is not None:
-                await store.finish(
-                    claim,
-                    owner=self._owner,
-                    now=now,
-                    due_at=None,
-                    interval_s=claim.interval_s,
-                    verdict="skipped",
-                    detail=stopped,
-                    misses=claim.misses,
-                    stopped=stopped,
-                    polled=False,
-                )
-                metrics.POLLS_STOPPED.labels(provider, stopped).inc()
+            if await self._settled(claim, store):
                 return
             await bucket.take()
-            paused = self._paused.get(provider, 0.0) - time.monotonic()
+            paused = self._paused.get(claim.provider, 0.0) - time.monotonic()
             if paused > 0:  # another poll of this vendor was throttled while this one waited
                 await store.release(claim, owner=self._owner, due_at=_now() + timedelta(seconds=paused))
                 return
@@ -203,8 +190,95 @@ class PollerService:
         except Exception:  # a bug: this job waits for its lease to expire, the others go on
             log.exception("poll of %s failed", claim.key)
 
+    async def _settled(self, claim: Claim, store: PollStore) -> bool:
+        """Stop polling, without asking the vendor, a job already terminal or past the maximum age."""
+        job = await store.job(claim.key)
+        now = _now()
+        stopped: Stopped | None = None
+        if job is not None and JobStatus(job["status"]).terminal:
+            stopped = "terminal"  # a callback or another poll got there first
+        elif now - (job["created_at"] if job else claim.since) > timedelta(
+            seconds=self.settings.poller.poll_max_age_s
+        ):
+            stopped = "max-age"
+        if stopped is None:
+            return False
+        await store.finish(
+            claim,
+            owner=self._owner,
+            now=now,
+            due_at=None,
+            interval_s=claim.interval_s,
+            verdict="skipped",
+            detail=stopped,
+            misses=claim.misses,
+            stopped=stopped,
+            polled=False,
+        )
+        metrics.POLLS_STOPPED.labels(claim.provider, stopped).inc()
+        return True
+
+    async def _sweep(
+        self,
+        client: TencentCiStatusClient,
+        queue_id: str,
+        store: PollStore,
+        producer: Producer,
+        bucket: TokenBucket,
+    ) -> int:
+        """Tencent CI: the due jobs of its queue asked about with its listing, a page for up to 100 jobs
+        instead of a request each; those the listing does not show are asked about one by one. Returns
+        how many jobs were claimed (0: none due)."""
+        lease_s = self.settings.poller.poll_lease_s
+        claims: list[Claim] = []
+        while len(claims) < LISTING_PAGE:
+            claim = await store.claim("tencent-ci", owner=self._owner, now=_now(), lease_s=lease_s)
+            if claim is None:
+                break
+            if not await self._settled(claim, store):
+                claims.append(claim)
+        if len(claims) < 2:  # one request either way
+            for claim in claims:
+                await self._poll_one(claim, client, store, producer, bucket)
+            return len(claims)
+        wanted = {claim.task_id: claim for claim in claims}
+        seen: dict[str, tuple[str | None, bool]] = {}
+        since = min(claim.since for claim in claims) - _LISTING_MARGIN
+        token: str | None = None
+        for _ in range(len(claims) // LISTING_PAGE + 3):  # the queue holds other jobs too: a few pages more
+            await bucket.take()
+            started = time.perf_counter()
+            answer = await client.listing(queue_id=queue_id, since=since, next_token=token)
+            metrics.POLLS.labels("tencent-ci", answer.verdict).inc()
+            metrics.POLL_SECONDS.labels("tencent-ci").observe(time.perf_counter() - started)
+            self._pause_if_asked("tencent-ci", answer)
+            if answer.verdict != "ok":
+                break
+            message = inbound(
+                answer.body,
+                channel="poll",
+                provider="tencent-ci",
+                content_type=answer.content_type,
+                polled_at=_now(),
+            )
+            if not await self._published(producer, message, claims, store):
+                return len(claims)
+            for update in self._updates(message):
+                if update.task_id in wanted:
+                    seen[update.task_id] = (update.provider_status, update.status.terminal)
+            token = listing_next_token(answer.body)
+            if not token or seen.keys() == wanted.keys():
+                break
+        listed = Answer("ok", 200, detail="listing")
+        for task_id, claim in wanted.items():
+            if task_id in seen:
+                status, terminal = seen[task_id]
+                await self._schedule(claim, listed, status, terminal, _now(), 0.0, store)
+            else:
+                await self._poll_one(claim, client, store, producer, bucket)
+        return len(claims)
+
     async def _ask(self, claim: Claim, client: StatusClient, store: PollStore, producer: Producer) -> None:
-        settings = self.settings
         provider = claim.provider
         started = time.perf_counter()
         answer = await client.status(claim.task_id)
@@ -222,18 +296,40 @@ class PollerService:
                 content_type=answer.content_type,
                 polled_at=now,
             )
-            try:
-                await publish_inbound(producer, message, timeout=settings.amqp.publish_timeout_s)
-            except Exception as exc:  # the broker is down or refused: poll again soon, nothing recorded
-                self.health.degrade("broker", error_name(exc))
-                log.warning("answer for %s not published: %s", claim.key, error_name(exc))
-                await store.release(claim, owner=self._owner, due_at=now + timedelta(seconds=5))
+            if not await self._published(producer, message, [claim], store):
                 return
-            self.health.recovered("broker")
-            status, terminal = self._read(provider, claim.task_id, message)
+            status, terminal = self._read(claim.task_id, message)
         self._pause_if_asked(provider, answer)
+        await self._schedule(claim, answer, status, terminal, now, elapsed, store)
+
+    async def _published(
+        self, producer: Producer, message: Inbound, claims: list[Claim], store: PollStore
+    ) -> bool:
+        """Publish an answer with a confirm; on failure give the jobs back, due again in a few seconds."""
+        try:
+            await publish_inbound(producer, message, timeout=self.settings.amqp.publish_timeout_s)
+        except Exception as exc:  # the broker is down or refused: poll again soon, nothing recorded
+            self.health.degrade("broker", error_name(exc))
+            log.warning("an answer was not published: %s", error_name(exc), extra={"jobs": len(claims)})
+            for claim in claims:
+                await store.release(claim, owner=self._owner, due_at=_now() + timedelta(seconds=5))
+            return False
+        self.health.recovered("broker")
+        return True
+
+    async def _schedule(
+        self,
+        claim: Claim,
+        answer: Answer,
+        status: str | None,
+        terminal: bool,
+        now: datetime,
+        elapsed: float,
+        store: PollStore,
+    ) -> None:
+        provider = claim.provider
         plan = next_poll(
-            settings.poller,
+            self.settings.poller,
             provider=provider,
             verdict=answer.verdict,
             interval_s=claim.interval_s,
@@ -277,15 +373,19 @@ class PollerService:
             },
         )
 
-    def _read(self, provider: Provider, task_id: str, message: Any) -> tuple[str | None, bool]:
-        """The vendor's state for this job in its answer, as the consumer will read it (None if unread)."""
+    def _updates(self, message: Inbound) -> tuple[JobUpdate, ...]:
+        """The updates the consumer will read from an answer (none when it will dead-letter it)."""
         try:
-            normalized = normalize(message, enabled=PROVIDERS, limits=self._limits)
+            return normalize(message, enabled=PROVIDERS, limits=self._limits).updates
         except Rejection:
-            return None, False  # the consumer dead-letters it with the reason; polling backs off
-        mine = [u for u in normalized.updates if u.task_id == task_id] or list(normalized.updates[:1])
+            return ()
+
+    def _read(self, task_id: str, message: Inbound) -> tuple[str | None, bool]:
+        """The vendor's state for this job in its answer, as the consumer will read it (None if unread)."""
+        updates = self._updates(message)
+        mine = [u for u in updates if u.task_id == task_id] or list(updates[:1])
         if not mine:
-            return None, False
+            return None, False  # the consumer dead-letters it with the reason; polling backs off
         return mine[0].provider_status, mine[0].status.terminal
 
     def _pause_if_asked(self, provider: Provider, answer: Answer) -> None:

@@ -51,6 +51,7 @@ __all__ = [
     "TENCENT_BAD_SIGNATURE",
     "TENCENT_EXPIRED",
     "TENCENT_NOT_FOUND_ELEMENT",
+    "TENCENT_QUEUE_ID",
     "TENCENT_SERVER_ERROR",
     "TENCENT_THROTTLED",
     "TENCENT_UNKNOWN_KEY",
@@ -199,6 +200,7 @@ class _Job:
 _Refusal = tuple[Verdict, VendorError]
 
 _TINGWU_PATH = re.compile(r"/openapi/tingwu/v2/tasks/([^/]+)")
+TENCENT_QUEUE_ID = "pfake"  # the one speech queue of the fake's bucket
 _TENCENT_PATH = re.compile(r"/asr_jobs/([^/]+)")
 _HUAWEI_PATH = re.compile(r"/v1/([^/]+)/ttsc/async-jobs/([^/]+)")
 _ACS3_AUTH = re.compile(r"ACS3-HMAC-SHA256 Credential=([^,]*),SignedHeaders=([^,]*),Signature=(\w+)")
@@ -222,6 +224,7 @@ class FakeVendors:
         self.records: list[Record] = []
         self.rejected: Counter[Provider] = Counter()
         self.unroutable: list[str] = []  # "METHOD /path?query" of requests no API matched
+        self.listings = 0  # DescribeSpeechJobs pages served
         self._clock = clock
         self._jobs: dict[tuple[Provider, str], _Job] = {}
         self._faults: dict[Provider, deque[_Fault]] = {p: deque() for p in PROVIDERS}
@@ -386,6 +389,27 @@ class FakeVendors:
                 await asyncio.wait_for(self._closing.wait(), delay_s)
         return reply
 
+    def _listing(self, request: _Request, at: float) -> _Reply:
+        """A DescribeSpeechJobs page: this fake's queue holds every Tencent job added; oldest first."""
+        self.listings += 1
+        query = dict(request.query)
+        if query.get("queueId") != TENCENT_QUEUE_ID or query.get("tag") != "SpeechRecognition":
+            return _Reply(400, b"<Error><Code>InvalidParameter</Code></Error>", "application/xml")
+        since = datetime.strptime(query["startCreationTime"], "%Y-%m-%dT%H:%M:%S%z")
+        jobs = sorted(
+            (job.created, task_id, job, state)
+            for (provider, task_id), job in self._jobs.items()
+            if provider == "tencent-ci" and job.created >= since and (state := job.state(at)) is not None
+        )
+        start = int(query.get("nextToken") or 0)
+        page = jobs[start : start + int(query.get("size", "10"))]
+        for _, task_id, _, _ in page:
+            self.records.append(Record("tencent-ci", task_id, at, "ok", 200))
+        more = str(start + len(page)) if start + len(page) < len(jobs) else ""
+        details = "".join(_tencent_detail(task_id, state, job) for _, task_id, job, state in page)
+        body = f"<Response>{details}<NextToken>{more}</NextToken></Response>"
+        return _Reply(200, b'<?xml version="1.0" encoding="utf-8"?>\n' + body.encode(), "application/xml")
+
     def _decide(
         self, provider: Provider, task_id: str | None, request: _Request, at: float
     ) -> tuple[Verdict, _Reply, float]:
@@ -395,6 +419,10 @@ class FakeVendors:
             if verdict == "auth":
                 self.rejected[provider] += 1
             return verdict, _error(provider, error), 0.0
+        if provider == "tencent-ci" and task_id is None:
+            if self._over_limit(provider, at):
+                return "throttled", _error(provider, _THROTTLED[provider]), 0.0
+            return "ok", self._listing(request, at), 0.0
         if task_id is None:
             return "bad-request", _error(provider, _ALIBABA_MISSING), 0.0
         if self._over_limit(provider, at):
@@ -618,6 +646,8 @@ def _route(request: _Request) -> tuple[Provider, str | None] | None:
         return "tingwu", match.group(1)
     if match := _TENCENT_PATH.fullmatch(path):
         return "tencent-ci", match.group(1)
+    if path == "/asr_jobs":  # DescribeSpeechJobs: the queue's jobs, a page at a time
+        return "tencent-ci", None
     if match := _HUAWEI_PATH.fullmatch(path):
         return "huawei-metastudio", match.group(2)
     if path == "/":
@@ -789,6 +819,11 @@ def _job_answer(provider: Provider, task_id: str, state: str, job: _Job) -> _Rep
 
 
 def _tencent_job(job_id: str, state: str, job: _Job) -> bytes:
+    detail = _tencent_detail(job_id, state, job)
+    return f'<?xml version="1.0" encoding="utf-8"?>\n<Response>{detail}</Response>'.encode()
+
+
+def _tencent_detail(job_id: str, state: str, job: _Job) -> str:
     beijing = timezone(timedelta(hours=8))
     created = job.created.astimezone(beijing).strftime("%Y-%m-%dT%H:%M:%S%z")
     ended = state not in ("Submitted", "Running", "Pause")
@@ -801,11 +836,11 @@ def _tencent_job(job_id: str, state: str, job: _Job) -> bytes:
         else ""
     )
     return (
-        '<?xml version="1.0" encoding="utf-8"?>\n<Response><JobsDetail>'
+        "<JobsDetail>"
         f"<Code>{code}</Code><CreationTime>{created}</CreationTime><EndTime>{end}</EndTime>"
         f"<Input><Object>fake.mp3</Object></Input><JobId>{escape(job_id)}</JobId><Message>{message}</Message>"
         "<Operation><Output><Bucket>fake-1250000000</Bucket><Object>fake.txt</Object><Region>ap-beijing</Region>"
         "</Output><SpeechRecognition><EngineModelType>16k_zh</EngineModelType></SpeechRecognition>"
-        f"{result}</Operation><QueueId>pfake</QueueId><State>{escape(state)}</State>"
-        "<Tag>SpeechRecognition</Tag></JobsDetail></Response>"
-    ).encode()
+        f"{result}</Operation><QueueId>{TENCENT_QUEUE_ID}</QueueId><State>{escape(state)}</State>"
+        "<Tag>SpeechRecognition</Tag></JobsDetail>"
+    )

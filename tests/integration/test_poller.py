@@ -18,7 +18,7 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.job import PROVIDERS, Provider
-from tests.fakes.vendors import Credentials, FakeVendors
+from tests.fakes.vendors import TENCENT_QUEUE_ID, Credentials, FakeVendors
 from tests.integration.harness import AMQP_URL, Bus, Names, ServiceProcess, mongodb_url
 
 CREDENTIALS = Credentials(
@@ -321,3 +321,24 @@ async def test_polling_stops_for_a_job_the_vendor_does_not_know_and_past_the_max
     why = {line["task_id"]: line["why"] for line in map(json.loads, out.splitlines())}
     assert why["never-submitted"].startswith("no longer polled: the vendor says it does not exist")
     assert why["forever"].startswith("no longer polled: older than the polling age")
+
+
+async def test_tencent_jobs_of_one_queue_are_asked_about_a_page_at_a_time(
+    names: Names, bus: Bus, db: AsyncDatabase[dict[str, Any]], fake: FakeVendors, consumer: ServiceProcess
+) -> None:
+    jobs: list[tuple[Provider, str]] = [("tencent-ci", f"q-{n:03d}") for n in range(150)]
+    for n, (_, task_id) in enumerate(jobs):
+        fake.add_job("tencent-ci", task_id, [(0, "Running"), (3 + n % 5, "Success")])
+    fake.add_job("tencent-ci", "not-tracked", [(0, "Running")])  # another job of the queue
+    await track(bus, jobs)
+    poller = await start_poller(names, poller_env(fake, SPEECHJOBS_TENCENT_CI_QUEUE_ID=TENCENT_QUEUE_ID))
+    await until(lambda: _eq(terminal_count(db), 150), 60, "150 terminal jobs")
+    events = events_by_task(await bus.drain(names.events_queue, expect=150, timeout=20))
+    assert len(events) == 150
+    assert all(len(ids) == 1 for ids in events.values())
+    # Every job was seen, some several times, yet the vendor was asked a page at a time.
+    seen = sum(len(fake.polls("tencent-ci", task_id)) for _, task_id in jobs)
+    assert seen >= len(jobs)
+    assert 0 < fake.listings * 10 <= seen, (fake.listings, seen)
+    assert too_close(fake, jobs) == []
+    assert await poller.stop() == 0

@@ -187,6 +187,7 @@ poller:
     tencentCiEndpoint: https://ci.example.com:8443
     tencentCiBucket: media-1250000000
     tencentCiRegion: ap-guangzhou
+    tencentCiQueueId: p2e11b0a26d404d029c15f06c48803dde
     metastudioEndpoint: https://metastudio.ap-southeast-1.myhuaweicloud.com
     huaweiProjectId: 0123456789abcdef0123456789abcdef
     timeoutSeconds: 4.5
@@ -577,7 +578,13 @@ SECRET_SETTINGS = {
 } | VENDOR_SECRETS
 # Settings without a default in the service (None): in the ConfigMap only when their value is set, as an
 # empty value would count as set.
-UNSET_BY_DEFAULT = {"tencent_ci_endpoint", "tencent_ci_bucket", "tencent_ci_region", "huawei_project_id"}
+UNSET_BY_DEFAULT = {
+    "tencent_ci_endpoint",
+    "tencent_ci_bucket",
+    "tencent_ci_region",
+    "tencent_ci_queue_id",
+    "huawei_project_id",
+}
 
 
 def secret_typed(settings: Settings) -> set[str]:
@@ -673,6 +680,7 @@ def test_configmap_non_default_values_parse(
     assert (vendors.ice_endpoint, vendors.ice_signature) == ("https://ice.cn-beijing.aliyuncs.com", "v2")
     assert vendors.tencent_ci_endpoint == "https://ci.example.com:8443"
     assert (vendors.tencent_ci_bucket, vendors.tencent_ci_region) == ("media-1250000000", "ap-guangzhou")
+    assert vendors.tencent_ci_queue_id == "p2e11b0a26d404d029c15f06c48803dde"
     assert vendors.metastudio_endpoint == "https://metastudio.ap-southeast-1.myhuaweicloud.com"
     assert vendors.huawei_project_id == "0123456789abcdef0123456789abcdef"
     assert vendors.vendor_timeout_s == 4.5

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import unquote
@@ -21,6 +22,7 @@ from consumer.vendors.aliyun import signer as aliyun
 from consumer.vendors.clients import status_clients
 from consumer.vendors.huawei_metastudio import signer as huawei
 from consumer.vendors.tencent_ci import signer as cos
+from consumer.vendors.tencent_ci.client import TencentCiStatusClient, listing_next_token
 from schemas.job import PROVIDERS, Provider
 from tests.conftest import fixture_bytes
 
@@ -727,3 +729,60 @@ async def test_clients_satisfy_the_protocol() -> None:
     assert [check(c) for c in clients.values()] == list(clients)
     for client in clients.values():
         await client.aclose()
+
+
+async def test_tencent_lists_a_queue_with_its_parameters_signed(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = fixture_bytes("samples/tencent_ci_speechrecognition_list_success_1.xml")
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=body, headers={"content-type": "application/xml"})
+
+    clients, _ = status_clients(settings(), transport=httpx.MockTransport(handler))
+    client = clients["tencent-ci"]
+    assert isinstance(client, TencentCiStatusClient)
+    since = datetime(2026, 11, 30, 10, 0, 0, tzinfo=UTC)
+    try:
+        answer = await client.listing(queue_id="p5275b560c", since=since, next_token="21")
+    finally:
+        await client.aclose()
+    assert answer.verdict == "ok"
+    assert answer.body == body
+    (request,) = seen
+    assert request.url.path == "/asr_jobs"
+    query = dict(request.url.params)
+    assert query == {
+        "queueId": "p5275b560c",
+        "tag": "SpeechRecognition",
+        "orderByTime": "Asc",
+        "size": "100",
+        "startCreationTime": "2026-11-30T10:00:00+0000",
+        "nextToken": "21",
+    }
+    parts = dict(p.split("=", 1) for p in request.headers["authorization"].split("&"))
+    assert parts["q-url-param-list"] == "nexttoken;orderbytime;queueid;size;startcreationtime;tag"
+    start, end = map(int, parts["q-key-time"].split(";"))
+    ours = cos.cos_sign(
+        secret_id="AKIDExampleSecretId",
+        secret_key=SECRET,
+        method="GET",
+        path="/asr_jobs",
+        query=list(request.url.params.multi_items()),
+        headers={"host": request.headers["host"]},
+        start=start,
+        end=end,
+    )
+    assert request.headers["authorization"] == ours.authorization
+    cos_auth = pytest.importorskip("qcloud_cos.cos_auth")
+    cos_client = pytest.importorskip("qcloud_cos.cos_client")
+    monkeypatch.setattr(cos_auth, "time", SimpleNamespace(time=lambda: start + 60))
+    config = cos_client.CosConfig(Region=REGION, SecretId="AKIDExampleSecretId", SecretKey=SECRET)
+    sdk_request = SimpleNamespace(
+        method="GET", url=str(request.url), headers={"Host": request.headers["host"]}
+    )
+    auth = cos_auth.CosS3Auth(config, key="/asr_jobs", params=query, expire=end - start - 60)
+    assert request.headers["authorization"] == auth(sdk_request).headers["Authorization"]
+    assert listing_next_token(body) == "21"
+    assert listing_next_token(b"<Response><NextToken></NextToken></Response>") is None
+    assert listing_next_token(b"not xml") is None
