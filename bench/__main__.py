@@ -5,23 +5,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import psutil
 from aio_pika.abc import AbstractConnection
 from pymongo import AsyncMongoClient
 
 from bench.contenders import CONTENDERS, Config, broker_version, connect, run_contender, run_rss_flatness
 from bench.measure import find_server_pids
-from bench.report import clean, ratios, redact_url, render_profiles, render_table, write_json, write_png
+from bench.report import (
+    clean,
+    machine_info,
+    package_versions,
+    ratios,
+    redact_url,
+    render_profiles,
+    render_table,
+    write_json,
+    write_png,
+)
 from bench.workload import RETRY_SHARE, generate
 from consumer.settings import load_settings
 
@@ -62,34 +69,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--amqp-url", default=os.environ.get("SPEECHJOBS_AMQP_URL", DEFAULT_AMQP))
     parser.add_argument("--mongodb-url", default=os.environ.get("SPEECHJOBS_MONGODB_URL", DEFAULT_MONGODB))
     return parser
-
-
-def _versions() -> dict[str, str]:
-    found: dict[str, str] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
-
-
-def _machine() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
 
 
 def _code() -> dict[str, Any]:
@@ -179,7 +158,7 @@ async def _run(args: argparse.Namespace) -> int:
             print(f"  RSS run: speechjobs (SecantusDB) over {rss_messages} messages ...", end="", flush=True)
             rss = await run_rss_flatness(cfg, connection, rss_messages)
             print(f" growth {rss['rss_growth']:+.1%}", flush=True)
-        versions = _versions() | {
+        versions = package_versions(PACKAGES) | {
             "rabbitmq": await broker_version(connection),
             "secantusdb_server": await _database_version(cfg.mongodb_url),
         }
@@ -205,7 +184,7 @@ async def _run(args: argparse.Namespace) -> int:
             "server_processes_sampled": sorted(cfg.server_pids),
         },
         "code": code,
-        "machine": _machine(),
+        "machine": machine_info(),
         "versions": versions,
         "workload": generate(messages, seed=args.seed).summary(),
         "contenders": results,

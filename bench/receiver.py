@@ -29,7 +29,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import re
 import resource
 import secrets
@@ -43,7 +42,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any, cast
 
@@ -53,7 +51,7 @@ from aio_pika.abc import AbstractConnection
 
 from bench.measure import ProcSampler, find_server_pids, percentile, stop_process
 from bench.profile import hotspots, py_spy
-from bench.report import clean, fmt, redact_url, target_entry
+from bench.report import clean, fmt, machine_info, package_versions, redact_url, target_entry
 from consumer.amqp.connection import inbound_queue_arguments
 from consumer.settings import load_settings
 
@@ -777,33 +775,12 @@ async def _profile(opts: Options, server: Server, pid: int, svg: Path) -> dict[s
 
 
 def _versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
+    found = package_versions(PACKAGES)
     if shutil.which("wrk"):
         run = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
         first = (run.stdout + run.stderr + "?").splitlines()[0]
         found["wrk"] = first.split(" [")[0].removeprefix("wrk ")
     return found
-
-
-def _machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "platform": platform.platform(),
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
 
 
 def _code() -> dict[str, Any]:
@@ -978,7 +955,7 @@ async def _run(args: argparse.Namespace) -> int:
     stamp = started.strftime("%Y-%m-%dT%H%M%SZ") + ("-quick" if args.quick else "")
     clock = time.monotonic()
     code = _code()
-    machine = _machine()
+    machine = machine_info()
     print(
         f"bench.receiver: {opts.connections} connections, "
         f"{opts.rounds} x {opts.seconds} s closed loop ({loadgen}),"

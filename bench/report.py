@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import platform
+from collections.abc import Iterable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 __all__ = [
     "TARGETS",
     "clean",
     "fmt",
+    "machine_info",
+    "package_versions",
     "ratios",
     "redact_url",
     "render_profiles",
@@ -19,6 +28,35 @@ __all__ = [
     "write_json",
     "write_png",
 ]
+
+
+def package_versions(packages: Iterable[str]) -> dict[str, str]:
+    """Python's and each package's installed version, for the results file."""
+    found = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def machine_info() -> dict[str, Any]:
+    """What the results were measured on."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "platform": platform.platform(),
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
 
 # name: (description, comparison, threshold)
 TARGETS: dict[str, tuple[str, str, float]] = {
