@@ -85,10 +85,10 @@ def stuck_reason(job: dict[str, Any], settings: Settings, now: datetime, polled:
 def _stuck(args: argparse.Namespace) -> int:
     from consumer.store.mongo import mongo_client
     from consumer.store.polls import PollStore
-    from consumer.vendors.clients import status_clients
+    from consumer.vendors.clients import unpolled
 
     settings = load_settings()
-    polled = set(status_clients(settings.vendors)[0])
+    polled = set(PROVIDERS) - set(unpolled(settings.vendors))
 
     async def read() -> list[dict[str, Any]]:
         client = mongo_client(settings.mongodb)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -421,7 +422,7 @@ class PollerService:
         poller = self.settings.poller
         while not self._stopping.is_set():
             for provider in providers:
-                found = await self._guarded(lambda p=provider: self._reconcile(store, p))  # type: ignore[misc]
+                found = await self._guarded(functools.partial(self._reconcile, store, provider))
                 if found:
                     log.info(
                         "%d silent %s job(s) put on the schedule",

@@ -112,9 +112,13 @@ class BaseStatusClient:
         if not plain_segment(task_id):
             # It would change the path (a slash, a dot segment) or cannot be any vendor's id: not sent.
             return Answer("error", detail="invalid task id")
+        return await self._call(lambda: self._request(task_id), self._classify)
+
+    async def _call(self, build: Callable[[], httpx.Request], classify: Callable[[Reply], Answer]) -> Answer:
+        """Fetch a request `build` signs (afresh for each try) and classify the reply; never raises."""
         try:
-            reply = await fetch(self._client, lambda: self._request(task_id), deadline_s=self._timeout_s)
-            return reply if isinstance(reply, Answer) else self._classify(reply)
+            reply = await fetch(self._client, build, deadline_s=self._timeout_s)
+            return reply if isinstance(reply, Answer) else classify(reply)
         except Exception as exc:
             # The class name only: messages can carry the URL, and with it a signature.
             return Answer("error", detail=error_name(exc))

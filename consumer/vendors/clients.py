@@ -17,7 +17,7 @@ from consumer.vendors.tencent_ci.client import TencentCiStatusClient, default_en
 from consumer.vendors.tingwu.client import TingwuStatusClient
 from schemas.job import Provider
 
-__all__ = ["LIMITS", "status_clients"]
+__all__ = ["LIMITS", "status_clients", "unpolled"]
 
 # Four vendor hosts; the poller's concurrency is what bounds the rest (httpx's defaults, made explicit).
 LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30)
@@ -48,6 +48,11 @@ def status_clients(
         )
     )
     return {provider: build(shared) for provider, build in builders.items()}, reasons
+
+
+def unpolled(settings: VendorSettings) -> dict[Provider, str]:
+    """Why each provider that status_clients would leave out is left out; no client is built."""
+    return _builders(settings)[1]
 
 
 def _builders(settings: VendorSettings) -> tuple[dict[Provider, _Builder], dict[Provider, str]]:

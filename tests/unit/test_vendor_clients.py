@@ -19,7 +19,7 @@ from consumer.vendors import _http
 from consumer.vendors._client import Answer, StatusClient, Verdict
 from consumer.vendors._http import MAX_ANSWER_BYTES, USER_AGENT, BaseStatusClient, retry_after_s
 from consumer.vendors.aliyun import signer as aliyun
-from consumer.vendors.clients import status_clients
+from consumer.vendors.clients import status_clients, unpolled
 from consumer.vendors.huawei_metastudio import signer as huawei
 from consumer.vendors.tencent_ci import signer as cos
 from consumer.vendors.tencent_ci.client import TencentCiStatusClient, listing_next_token
@@ -698,6 +698,7 @@ async def test_incomplete_credentials_give_the_reason(
     clients, why = status_clients(settings(**changes))
     try:
         assert why == reasons
+        assert unpolled(settings(**changes)) == reasons  # the same answer without building a client
         assert set(clients) == set(PROVIDERS) - set(reasons)
         assert all(SECRET not in text for text in why.values())
     finally:

@@ -9,7 +9,7 @@ import httpx
 from pydantic import SecretStr
 
 from consumer.core.decode import parse_document
-from consumer.core.errors import Rejection, error_name
+from consumer.core.errors import Rejection
 from consumer.vendors._client import Answer
 from consumer.vendors._http import (
     UNEXPECTED,
@@ -18,7 +18,6 @@ from consumer.vendors._http import (
     SharedHttp,
     by_status,
     encode_segment,
-    fetch,
     host_of,
     retry_after_s,
 )
@@ -97,14 +96,9 @@ class TencentCiStatusClient(BaseStatusClient):
         ]
         if next_token:
             query.append(("nextToken", next_token))
-        try:
-            reply = await fetch(
-                self._client, lambda: self._signed("/asr_jobs", query), deadline_s=self._timeout_s
-            )
-        except Exception as exc:
-            return Answer("error", detail=error_name(exc))
-        if isinstance(reply, Answer):
-            return reply
+        return await self._call(lambda: self._signed("/asr_jobs", query), self._classify_page)
+
+    def _classify_page(self, reply: Reply) -> Answer:
         document = reply.document()
         if reply.ok and isinstance(document, dict) and "Response" in document:
             return reply.answer("ok", "")  # a page may hold no job: <Response><NextToken/></Response>
