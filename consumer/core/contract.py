@@ -162,4 +162,4 @@ def header_text(headers: Mapping[str, object], name: str) -> str | None:
 
 
 def _iso(when: datetime) -> str:
-    return when.astimezone(UTC).isoformat(timespec="milliseconds")
+    return (when if when.tzinfo is UTC else when.astimezone(UTC)).isoformat(timespec="milliseconds")

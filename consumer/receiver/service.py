@@ -9,7 +9,7 @@ import logging
 import random
 import signal
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 import uvicorn
@@ -19,7 +19,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from consumer.amqp.connection import TRANSIENT, Producer, TopologyError, connect_producer
 from consumer.core.contract import Inbound
 from consumer.core.errors import error_name
-from consumer.receiver.app import Receiver
+from consumer.receiver.app import BODY_TIMED_OUT, Receiver
 from consumer.runtime import metrics
 from consumer.runtime.health import Health
 from consumer.runtime.lifecycle import freeze_startup_heap, until_up
@@ -33,13 +33,15 @@ EXIT_CONFIG = 2
 
 
 def guarded_protocol(*, head_timeout_s: float, max_head_bytes: int) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol, plus what it lacks: a deadline for a request's head (a client that
-    opens a connection and drips, or sends nothing, is cut off) and a cap on its size (431)."""
+    """uvicorn's httptools protocol, plus what it lacks: deadlines for a request's head and for its body
+    (a client that opens a connection and drips, or sends nothing, is cut off) and a cap on the head's
+    size (431). A timer is armed only for a head or body that takes more than one read."""
 
     class Guarded(HttpToolsProtocol):
         _timer: asyncio.TimerHandle | None = None
         _head_bytes = 0
         _in_head = True
+        _in_body = False  # the head is parsed, the body not yet complete
         _tail = b""  # the last bytes of the head so far: its end may straddle two reads
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -64,9 +66,11 @@ def guarded_protocol(*, head_timeout_s: float, max_head_bytes: int) -> type[Http
                     self._refuse(b"431 Request Header Fields Too Large")
                     return
             super().data_received(data)
+            if self._in_body and self._timer is None:  # a body in several reads: it has until the deadline
+                self._arm()
 
         def on_headers_complete(self) -> None:
-            self._in_head = False
+            self._in_head, self._in_body = False, True
             self._disarm()
             if self.parser.get_http_version() not in ("1.0", "1.1"):
                 # httptools takes a request line without a version as HTTP/0.9, and parses 2.0 as well.
@@ -76,7 +80,7 @@ def guarded_protocol(*, head_timeout_s: float, max_head_bytes: int) -> type[Http
 
         def on_message_complete(self) -> None:
             # A keep-alive connection's next request starts its head again.
-            self._in_head, self._head_bytes, self._tail = True, 0, b""
+            self._in_head, self._in_body, self._head_bytes, self._tail = True, False, 0, b""
             self._disarm()
             super().on_message_complete()
 
@@ -103,6 +107,14 @@ def guarded_protocol(*, head_timeout_s: float, max_head_bytes: int) -> type[Http
 
         def _expire(self) -> None:
             self._timer = None
+            cycle = self.cycle
+            if self._in_body and cycle is not None and not cycle.response_started:
+                # The app is still waiting for the body: the answer is 408, and the app, woken by the
+                # disconnect, finds the mark and logs it as such.
+                metrics.RECEIVER_REFUSED.labels("slow-body").inc()
+                cast(dict[str, object], self.scope)[BODY_TIMED_OUT] = True  # a key beyond uvicorn's type
+                self._refuse(b"408 Request Timeout", b"body not received in time\n")
+                return
             if not self._in_head and not self.transport.is_closing():
                 metrics.RECEIVER_REFUSED.labels("slow-body").inc()
                 self.transport.close()  # already answered: the unread rest of a body took too long
@@ -119,12 +131,13 @@ def guarded_protocol(*, head_timeout_s: float, max_head_bytes: int) -> type[Http
             metrics.RECEIVER_REFUSED.labels("malformed").inc()
             super().send_400_response(msg)
 
-        def _refuse(self, status: bytes) -> None:
+        def _refuse(self, status: bytes, body: bytes = b"") -> None:
             self._disarm()
-            self._in_head = False
-            self.transport.write(
-                b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-            )
+            self._in_head = self._in_body = False
+            head = b"HTTP/1.1 %s\r\ncontent-length: %d\r\nconnection: close\r\n" % (status, len(body))
+            if body:
+                head += b"content-type: text/plain; charset=utf-8\r\n"
+            self.transport.write(head + b"\r\n" + body)
             self.transport.close()
 
     return Guarded
