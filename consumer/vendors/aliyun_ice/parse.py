@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import JsonValue
+from pydantic import Discriminator, JsonValue, Tag
 
 from consumer.core.adapter import (
     Adapter,
@@ -22,7 +22,7 @@ from consumer.core.errors import Rejection
 from schemas.aliyun_ice import IceEvent, IceJobList, IceJobResult, IceSmartJob, IceSmartJobInfo
 from schemas.job import JobError, JobStatus, JobUpdate
 
-__all__ = ["adapter", "detect", "normalize"]
+__all__ = ["Payload", "adapter", "detect", "from_xml", "normalize", "updates"]
 
 _STATES = {
     "Created": JobStatus.QUEUED,
@@ -44,7 +44,7 @@ _XML_ROOT = re.compile(r"[A-Z][A-Za-z0-9]*Response")
 
 
 def detect(document: Any) -> bool:
-    document = _from_xml(document)
+    document = from_xml(document)
     if not isinstance(document, dict):
         return False
     if "EventType" in document:
@@ -53,13 +53,40 @@ def detect(document: Any) -> bool:
 
 
 def normalize(document: Any, ctx: Context) -> Result:
-    document = _from_xml(document)
+    document = from_xml(document)
     if not isinstance(document, dict):
         raise Rejection("unknown-format", "ICE body is not an object")
-    if "EventType" in document:
-        return [_event(validate(IceEvent, document, provider="aliyun-ice", what="ICE event"), ctx)]
-    if "SmartJobList" in document:
-        listing = validate(IceJobList, document, provider="aliyun-ice", what="ICE ListSmartJobs")
+    shape = _shape(document)
+    if shape == "event":
+        return updates(validate(IceEvent, document, provider="aliyun-ice", what="ICE event"), ctx)
+    if shape == "listing":
+        return updates(validate(IceJobList, document, provider="aliyun-ice", what="ICE ListSmartJobs"), ctx)
+    return updates(validate(IceSmartJob, document, provider="aliyun-ice", what="ICE smart job"), ctx)
+
+
+def _shape(document: Any) -> str:
+    """Which of the ICE models a body (or an already validated model) is."""
+    if isinstance(document, IceEvent) or (isinstance(document, dict) and "EventType" in document):
+        return "event"
+    if isinstance(document, IceJobList) or (isinstance(document, dict) and "SmartJobList" in document):
+        return "listing"
+    return "job"
+
+
+# What an ICE body validates into (after from_xml), told apart by its keys as normalize tells them.
+Payload = Annotated[
+    Annotated[IceEvent, Tag("event")]
+    | Annotated[IceJobList, Tag("listing")]
+    | Annotated[IceSmartJob, Tag("job")],
+    Discriminator(_shape),
+]
+
+
+def updates(payload: IceEvent | IceJobList | IceSmartJob, ctx: Context) -> Result:
+    """The job updates of a validated body: one per event or job, one per listed job."""
+    if isinstance(payload, IceEvent):
+        return [_event(payload, ctx)]
+    if isinstance(payload, IceJobList):
         return [
             _update(
                 ctx,
@@ -74,12 +101,12 @@ def normalize(document: Any, ctx: Context) -> Result:
                 created=job.CreateTime,
                 reported=job.ModifiedTime,
             )
-            for job in listing.SmartJobList
+            for job in payload.SmartJobList
         ]
-    return [_job(validate(IceSmartJob, document, provider="aliyun-ice", what="ICE smart job"), ctx)]
+    return [_job(payload, ctx)]
 
 
-def _from_xml(document: Any) -> Any:
+def from_xml(document: Any) -> Any:
     """The XML form in the JSON form's shape, so that both run the same code; JSON passes unchanged."""
     if not (isinstance(document, dict) and len(document) == 1):
         return document

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import JsonValue
+from pydantic import Discriminator, JsonValue, Tag
 
 from consumer.core.adapter import Adapter, Context, Result, validate, vendor_state
 from consumer.core.errors import Rejection
 from schemas.huawei_metastudio import MetaStudioError, MetaStudioTtsCallback, MetaStudioTtsJob
 from schemas.job import JobError, JobStatus, JobUpdate, Provider
 
-__all__ = ["adapter", "detect", "normalize"]
+__all__ = ["Payload", "adapter", "detect", "normalize", "updates"]
 
 _PROVIDER: Provider = "huawei-metastudio"
 # Polling and the callback use different words for the same states.
@@ -40,19 +40,52 @@ def detect(document: Any) -> bool:
 def normalize(document: Any, ctx: Context) -> Result:
     if not isinstance(document, dict):
         raise Rejection("unknown-format", "MetaStudio body is not an object")
-    if "status" in document:
-        callback = validate(MetaStudioTtsCallback, document, provider=_PROVIDER, what="MetaStudio callback")
-        what, job_id, state = "callback", callback.job_id, callback.status
-        status, results, error = _callback(callback)
-    elif "state" in document:
-        job = validate(MetaStudioTtsJob, document, provider=_PROVIDER, what="MetaStudio TTS job")
-        what, job_id, state = "ShowAsyncTtsJob", job.job_id, job.state
-        status, results, error = _poll(job)
-    elif "error_code" in document:
-        failure = validate(MetaStudioError, document, provider=_PROVIDER, what="MetaStudio error")
-        raise Rejection("vendor-error", f"MetaStudio error {failure.error_code}: {failure.error_msg or ''}")
+    shape = _shape(document)
+    if shape == "callback":
+        payload: MetaStudioTtsCallback | MetaStudioTtsJob | MetaStudioError = validate(
+            MetaStudioTtsCallback, document, provider=_PROVIDER, what="MetaStudio callback"
+        )
+    elif shape == "job":
+        payload = validate(MetaStudioTtsJob, document, provider=_PROVIDER, what="MetaStudio TTS job")
+    elif shape == "error":
+        payload = validate(MetaStudioError, document, provider=_PROVIDER, what="MetaStudio error")
     else:
         raise Rejection("unknown-format", "MetaStudio body without state, status or error_code")
+    return updates(payload, ctx)
+
+
+def _shape(document: Any) -> str | None:
+    """Which of the MetaStudio models a body (or an already validated model) is; None for none."""
+    if isinstance(document, MetaStudioTtsCallback | MetaStudioTtsJob | MetaStudioError):
+        return {MetaStudioTtsCallback: "callback", MetaStudioTtsJob: "job"}.get(type(document), "error")
+    if not isinstance(document, dict):
+        return None
+    if "status" in document:
+        return "callback"
+    if "state" in document:
+        return "job"
+    return "error" if "error_code" in document else None
+
+
+# What a MetaStudio body validates into, told apart by its keys as normalize tells them.
+Payload = Annotated[
+    Annotated[MetaStudioTtsCallback, Tag("callback")]
+    | Annotated[MetaStudioTtsJob, Tag("job")]
+    | Annotated[MetaStudioError, Tag("error")],
+    Discriminator(_shape),
+]
+
+
+def updates(payload: MetaStudioTtsCallback | MetaStudioTtsJob | MetaStudioError, ctx: Context) -> Result:
+    """The job update of a validated body; an API error body is a vendor-error rejection."""
+    if isinstance(payload, MetaStudioError):
+        raise Rejection("vendor-error", f"MetaStudio error {payload.error_code}: {payload.error_msg or ''}")
+    if isinstance(payload, MetaStudioTtsCallback):
+        what, job_id, state = "callback", payload.job_id, payload.status
+        status, results, error = _callback(payload)
+    else:
+        what, job_id, state = "ShowAsyncTtsJob", payload.job_id, payload.state
+        status, results, error = _poll(payload)
     # The poll answer never names its job (the id is in the request path): the relay's header must.
     task_id = job_id or ctx.task_id_hint
     if not task_id:

@@ -12,7 +12,10 @@ from consumer.core.errors import Rejection
 from schemas.job import JobError, JobStatus, JobUpdate
 from schemas.tencent_ci import CiJob, CiNotification, CiOperation, CiOutcome, CiWorkflowExecution
 
-__all__ = ["adapter", "detect", "normalize"]
+__all__ = ["Payload", "adapter", "content", "detect", "normalize", "updates"]
+
+# What a Tencent CI body validates into, once out of its <Response> root (content()).
+Payload = CiNotification
 
 _STATUS = {
     "Submitted": JobStatus.QUEUED,
@@ -29,25 +32,30 @@ _SPEECH_FIELDS = {"AudioTime", "Result", "ObjectName", "DetailObjectName"}
 _OUTPUT_FILE_FIELDS = {"Bucket", "Region", "ObjectName", "Md5Info"}
 
 
-def _content(document: Any) -> Any:
-    # XML always has the <Response> root; the JSON callback has none, API-style JSON may have it.
+def content(document: Any) -> Any:
+    """The body without its <Response> root: XML always has one, the JSON callback none, API-style JSON
+    may have it."""
     if isinstance(document, dict) and isinstance(document.get("Response"), dict):
         return document["Response"]
     return document
 
 
 def detect(document: Any) -> bool:
-    content = _content(document)
-    if not isinstance(content, dict):
+    body = content(document)
+    if not isinstance(body, dict):
         return False
-    return bool(content.keys() & _BODIES) or content.get("EventName") in _EVENTS
+    return bool(body.keys() & _BODIES) or body.get("EventName") in _EVENTS
 
 
 def normalize(document: Any, ctx: Context) -> Result:
-    content = _content(document)
-    if not isinstance(content, dict) or not content.keys() & _BODIES:
+    body = content(document)
+    if not isinstance(body, dict) or not body.keys() & _BODIES:
         raise Rejection("unknown-format", "Tencent CI body without JobsDetail or WorkflowExecution")
-    body = validate(CiNotification, content, provider="tencent-ci", what="Tencent CI body")
+    return updates(validate(CiNotification, body, provider="tencent-ci", what="Tencent CI body"), ctx)
+
+
+def updates(body: Payload, ctx: Context) -> Result:
+    """The job updates of a validated body: one per job it details, or a workflow's."""
     if body.WorkflowExecution is not None:
         return _workflow(body.WorkflowExecution, ctx)
     # A callback names its event; the speech-job APIs answer with the same JobsDetail but no EventName.

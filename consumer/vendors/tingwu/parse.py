@@ -11,7 +11,10 @@ from consumer.core.errors import Rejection
 from schemas.job import JobError, JobStatus, JobUpdate
 from schemas.tingwu import TingwuData, TingwuEnvelope
 
-__all__ = ["adapter", "detect", "normalize"]
+__all__ = ["Payload", "adapter", "detect", "normalize", "updates"]
+
+# What a Tingwu body validates into: every form shares the envelope.
+Payload = TingwuEnvelope
 
 _STATUS = {
     "NEW": JobStatus.QUEUED,
@@ -32,7 +35,11 @@ def detect(document: Any) -> bool:
 
 
 def normalize(document: Any, ctx: Context) -> Result:
-    envelope = validate(TingwuEnvelope, document, provider="tingwu", what="Tingwu body")
+    return updates(validate(TingwuEnvelope, document, provider="tingwu", what="Tingwu body"), ctx)
+
+
+def updates(envelope: Payload, ctx: Context) -> Result:
+    """The job update of a validated body (or Ignored for a console test ping)."""
     if envelope.Code not in (None, "0"):
         raise Rejection("vendor-error", f"Tingwu error {envelope.Code}: {envelope.Message or ''}")
     data = envelope.Data
