@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,7 @@ from bench.report import (
     write_json,
     write_png,
 )
-from bench.workload import RETRY_SHARE, generate
+from bench.workload import RETRY_SHARE, WORKLOADS, make
 from consumer.settings import load_settings
 
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
@@ -59,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
         "--rss-messages", type=int, help="messages in the RSS-flatness run (200000, --quick 0 = skip)"
     )
     parser.add_argument("--only", help="comma-separated contender keys (speechjobs always runs first)")
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help="comma-separated workloads, each run on every contender: mix (every vendor, JSON and XML, "
+        "retries, progressive updates) and flood (Tingwu COMPLETED callbacks, one event each); default both",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for <date>.json and <date>.png")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     parser.add_argument(
@@ -115,6 +122,9 @@ async def _run(args: argparse.Namespace) -> int:
     paced_seconds = args.paced_seconds or (3.0 if args.quick else 10.0)
     rss_messages = args.rss_messages if args.rss_messages is not None else (0 if args.quick else 200_000)
     chosen = {c.key for c in CONTENDERS} if not args.only else {"speechjobs", *args.only.split(",")}
+    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    if not workloads or set(workloads) - set(WORKLOADS):
+        raise SystemExit(f"--workloads: choose from {', '.join(WORKLOADS)}")
     unknown = chosen - {c.key for c in CONTENDERS}
     if unknown:
         raise SystemExit(f"unknown contender(s): {', '.join(sorted(unknown))}")
@@ -134,26 +144,12 @@ async def _run(args: argparse.Namespace) -> int:
     code = _code()
     print(f"bench: {messages} messages per contender, logs in {work_dir}", flush=True)
     connection: AbstractConnection = await connect(cfg.amqp_url)
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, dict[str, dict[str, Any]]] = {}
     rss: dict[str, Any] | None = None
     try:
-        half_speechjobs: list[float] = []
-
-        def paced_rate(own: float) -> float | None:
-            if not half_speechjobs:  # speechjobs runs first: half of its own max rate, for everyone
-                half_speechjobs.append(own / 2)
-            return half_speechjobs[0]
-
-        for contender in CONTENDERS:
-            if contender.key not in chosen:
-                continue
-            print(f"  {contender.label} ...", end="", flush=True)
-            result = await run_contender(contender, cfg, connection, paced_rate)
-            results[contender.key] = result
-            print(
-                f" {result['throughput_msg_s']:,.0f} msg/s, {result['cpu_ms_per_msg']:.3f} ms CPU/msg",
-                flush=True,
-            )
+        for workload in workloads:
+            cfg.workload = workload
+            results[workload] = await _run_workload(cfg, connection, chosen)
         if rss_messages:
             print(f"  RSS run: speechjobs (SecantusDB) over {rss_messages} messages ...", end="", flush=True)
             rss = await run_rss_flatness(cfg, connection, rss_messages)
@@ -164,7 +160,7 @@ async def _run(args: argparse.Namespace) -> int:
         }
     finally:
         await connection.close()
-    targets = ratios(results, rss)
+    targets = {w: ratios(r, rss if w == "mix" else None) for w, r in results.items()}
     stamp = started.strftime("%Y-%m-%dT%H%M%SZ") + ("-quick" if args.quick else "")
     document = {
         "date": started.isoformat(timespec="seconds"),
@@ -173,8 +169,9 @@ async def _run(args: argparse.Namespace) -> int:
         "settings": {
             "messages": messages,
             "seed": args.seed,
+            "workloads": workloads,
             "paced_seconds": paced_seconds,
-            "paced_rate": results.get("speechjobs", {}).get("paced", {}).get("rate_target"),
+            "paced_workload": "mix",
             "rss_messages": rss_messages,
             "profiled": args.profile,
             "retry_share": RETRY_SHARE,
@@ -186,28 +183,59 @@ async def _run(args: argparse.Namespace) -> int:
         "code": code,
         "machine": machine_info(),
         "versions": versions,
-        "workload": generate(messages, seed=args.seed).summary(),
+        "workloads": {w: make(w, messages, seed=args.seed).summary() for w in workloads},
         "contenders": results,
         "rss_flatness": rss,
         "targets": targets,
     }
     json_path = args.out / f"{stamp}.json"
     write_json(json_path, clean(document))
-    print()
-    print(render_table(results, targets))
-    if args.profile:
-        print("\n" + render_profiles(results))
+    for workload, result in results.items():
+        print(f"\n{workload}:")
+        print(render_table(result, targets[workload]))
+        if args.profile:
+            print("\n" + render_profiles(result))
     print(f"\nwrote {json_path}")
+    for workload, result in results.items():
+        svg = result.get("speechjobs", {}).get("profile", {}).get("svg")
+        if svg:
+            kept = args.out / f"{stamp}-{workload}-speechjobs.svg"
+            shutil.copyfile(svg, kept)
+            print(f"wrote {kept}")
     if not args.no_plot:
-        png_path = args.out / f"{stamp}.png"
-        write_png(
-            png_path,
-            results,
-            f"speechjobs bench {document['date']} ({document['mode']}, {messages} messages)",
-            rss,
-        )
-        print(f"wrote {png_path}")
+        for workload, result in results.items():
+            png_path = args.out / f"{stamp}-{workload}.png"
+            title = f"speechjobs bench {document['date']} ({document['mode']}, {messages} msgs, {workload})"
+            write_png(png_path, result, title, rss if workload == "mix" else None)
+            print(f"wrote {png_path}")
     return 0
+
+
+async def _run_workload(cfg: Config, connection: AbstractConnection, chosen: set[str]) -> dict[str, Any]:
+    """Every chosen contender on one workload; the paced latency run on the mix only."""
+    print(f"  workload {cfg.workload}:", flush=True)
+    results: dict[str, Any] = {}
+    half: dict[str, float] = {}
+
+    def paced_rate(key: str, own: float) -> float | None:
+        if cfg.workload != "mix":
+            return None
+        # The in-memory service at half its own max rate (its target); everyone else at half of speechjobs'.
+        if key == "speechjobs-memory":
+            return own / 2
+        return half.setdefault("speechjobs", own / 2)
+
+    for contender in CONTENDERS:
+        if contender.key not in chosen:
+            continue
+        print(f"    {contender.label} ...", end="", flush=True)
+        result = await run_contender(contender, cfg, connection, paced_rate)
+        results[contender.key] = result
+        print(
+            f" {result['throughput_msg_s']:,.0f} msg/s, {result['cpu_ms_per_msg']:.3f} ms CPU/msg",
+            flush=True,
+        )
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:

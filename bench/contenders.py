@@ -35,7 +35,7 @@ from bench.measure import (
     stop_process,
 )
 from bench.profile import Profiler
-from bench.workload import generate
+from bench.workload import generate, make
 from consumer.amqp.connection import declare_consumer_topology
 from consumer.settings import Settings, load_settings
 
@@ -95,6 +95,7 @@ class Config:
     server_pids: dict[str, int] = field(default_factory=dict)
     sample_interval: float = 0.02
     profile: bool = False  # attach py-spy to the service processes
+    workload: str = "mix"  # a name in bench.workload.WORKLOADS
 
 
 @dataclass(slots=True)
@@ -152,6 +153,7 @@ class _Child:
         self.argv = [sys.executable, *contender.argv]
         if contender.progress == "result":
             self.argv += ["--result", str(self.result_path), "--expect", str(expect), "--seed", str(cfg.seed)]
+            self.argv += ["--workload", cfg.workload]
         self.env = _env(settings)
         self.proc: asyncio.subprocess.Process | None = None
         self.progress = LogProgress(self.log_path)
@@ -277,11 +279,12 @@ async def run_contender(
     contender: Contender,
     cfg: Config,
     connection: AbstractConnection,
-    paced_rate: Callable[[float], float | None],
+    paced_rate: Callable[[str, float], float | None],
 ) -> dict[str, Any]:
     """Backlog drain (throughput, CPU, RSS), then a paced run for publish → event latency.
 
-    `paced_rate` gets the contender's own measured throughput and returns the rate to pace at (None: skip).
+    `paced_rate` gets the contender's key and own measured throughput and returns the rate to pace at
+    (None: skip).
     """
     names = _Names()
     settings = names.settings(cfg)
@@ -294,14 +297,16 @@ async def run_contender(
     try:
         if contender.events:
             await collector.start(channel, settings.amqp.events_unrouted)
-        workload = generate(cfg.messages, seed=cfg.seed, prefix="b")
+        workload = make(cfg.workload, cfg.messages, seed=cfg.seed, prefix="b")
         if contender.consumes:
             await publish_backlog(topology.inbound_exchange, workload.messages)
         pid = await child.start()
         sampler = ProcSampler({"consumer": pid, **cfg.server_pids}, interval=cfg.sample_interval)
         sampler.start()
-        if cfg.profile and contender.progress == "log":
-            profiler = Profiler(pid, child.log_path.with_suffix(".pyspy.txt"))
+        if cfg.profile and contender.consumes:
+            # A flame graph of the service itself; the peers get their top costs only.
+            svg = child.log_path.with_suffix(".svg") if contender.key == "speechjobs" else None
+            profiler = Profiler(pid, child.log_path.with_suffix(".pyspy.txt"), svg=svg)
             await profiler.start()
         window = await child.window(cfg.messages, timeout=max(120.0, cfg.messages / 20))
         scraped = await child.scrape()
@@ -338,7 +343,7 @@ async def run_contender(
                 "jobs_with_event": len(expected) - collector.missing(expected),
                 "events_received": collector.total,
             }
-            rate = paced_rate(window.rate)
+            rate = paced_rate(contender.key, window.rate)
             if rate:
                 result["paced"] = await _paced(cfg, connection, settings, collector, sampler, rate, window)
                 if scraped:
@@ -372,7 +377,7 @@ async def _paced(
 ) -> dict[str, Any]:
     """Publish fresh jobs at `rate` (open loop) and time each job's event from its terminal body's publish."""
     count = max(50, int(rate * cfg.paced_seconds))
-    workload = generate(count, seed=cfg.seed, prefix="p")
+    workload = make(cfg.workload, count, seed=cfg.seed, prefix="p")
     channel = await connection.channel(publisher_confirms=False)
     sent: dict[str, float] = {}
     started = time.time()

@@ -27,47 +27,52 @@ def py_spy() -> str | None:
 
 
 class Profiler:
-    """py-spy attached to a running process, sampling until that process exits."""
+    """py-spy attached to a running process, sampling until that process exits: raw stacks for the top
+    costs, and with `svg` a flame graph too (a second py-spy on the same process)."""
 
-    def __init__(self, pid: int, output: Path, *, rate: int = 200) -> None:
+    def __init__(self, pid: int, output: Path, *, rate: int = 200, svg: Path | None = None) -> None:
         self.pid = pid
         self.output = output
+        self.svg = svg
         self.rate = rate
-        self.proc: asyncio.subprocess.Process | None = None
+        self.procs: list[asyncio.subprocess.Process] = []
 
     async def start(self) -> None:
         binary = py_spy()
         if binary is None:
             raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
-        self.proc = await asyncio.create_subprocess_exec(
-            binary,
-            "record",
-            "--pid",
-            str(self.pid),
-            "--rate",
-            str(self.rate),
-            "--format",
-            "raw",
-            "--nonblocking",
-            "--output",
-            str(self.output),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+        outputs = [(self.output, "raw")] + ([(self.svg, "flamegraph")] if self.svg else [])
+        for output, fmt in outputs:
+            proc = await asyncio.create_subprocess_exec(
+                binary,
+                "record",
+                "--pid",
+                str(self.pid),
+                "--rate",
+                str(self.rate),
+                "--format",
+                fmt,
+                "--nonblocking",
+                "--output",
+                str(output),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            self.procs.append(proc)
 
     async def finish(self) -> dict[str, Any] | None:
-        """Wait for py-spy to write its file (it stops when the target exits), then summarise it."""
-        if self.proc is None:
+        """Wait for py-spy to write its files (it stops when the target exits), then summarise them."""
+        for proc in self.procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGINT)
+                await proc.wait()
+        if not self.procs or not self.output.exists():
             return None
-        try:
-            await asyncio.wait_for(self.proc.wait(), 20)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGINT)
-            await self.proc.wait()
-        if not self.output.exists():
-            return None
-        return {"raw": str(self.output), **hotspots(self.output)}
+        svg = {"svg": str(self.svg)} if self.svg and self.svg.exists() else {}
+        return {"raw": str(self.output), **svg, **hotspots(self.output)}
 
 
 def _frame(text: str) -> tuple[str, str]:

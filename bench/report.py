@@ -59,12 +59,14 @@ def machine_info() -> dict[str, Any]:
 
 
 # name: (description, comparison, threshold)
-TARGETS: dict[str, tuple[str, str, float]] = {
+TARGETS: dict[str, tuple[str, str, float | None]] = {
     "cpu_vs_straightforward": ("speechjobs CPU/msg ÷ straightforward", "<=", 0.4),
     "cpu_vs_faststream": ("speechjobs CPU/msg ÷ FastStream", "<=", 0.5),
-    "throughput_vs_db_ceiling": ("speechjobs(SecantusDB) msg/s ÷ DB bulk ceiling", ">=", 0.8),
+    "throughput_vs_faststream": ("speechjobs(SecantusDB) msg/s ÷ FastStream", ">=", 1.5),
+    "throughput_vs_db_ceiling": ("speechjobs(SecantusDB) msg/s ÷ DB bulk ceiling", ">=", None),
     "memory_throughput_vs_bare": ("speechjobs(in-memory) msg/s ÷ bare ceiling", ">=", 0.6),
-    "p99_ms_at_half_rate": ("speechjobs p99 ms at half its max rate", "<=", 50.0),
+    "memory_p99_ms_at_half_rate": ("speechjobs(in-memory) p99 ms at half its max rate", "<=", 50.0),
+    "p99_ms_at_half_rate": ("speechjobs(SecantusDB) p99 ms at half its max rate", "<=", None),
     "rss_growth": ("RSS growth over the RSS run", "<=", 0.10),
 }
 
@@ -83,15 +85,16 @@ def _ratio(a: float, b: float) -> float:
 def ratios(results: dict[str, dict[str, Any]], rss: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """Each target's measured value and whether it is met (None when not measured)."""
     sj_cpu = _get(results, "speechjobs", "cpu_ms_per_msg")
+    sj_rate = _get(results, "speechjobs", "throughput_msg_s")
     values = {
         "cpu_vs_straightforward": _ratio(sj_cpu, _get(results, "straightforward", "cpu_ms_per_msg")),
         "cpu_vs_faststream": _ratio(sj_cpu, _get(results, "faststream", "cpu_ms_per_msg")),
-        "throughput_vs_db_ceiling": _ratio(
-            _get(results, "speechjobs", "throughput_msg_s"), _get(results, "db-ceiling", "throughput_msg_s")
-        ),
+        "throughput_vs_faststream": _ratio(sj_rate, _get(results, "faststream", "throughput_msg_s")),
+        "throughput_vs_db_ceiling": _ratio(sj_rate, _get(results, "db-ceiling", "throughput_msg_s")),
         "memory_throughput_vs_bare": _ratio(
             _get(results, "speechjobs-memory", "throughput_msg_s"), _get(results, "bare", "throughput_msg_s")
         ),
+        "memory_p99_ms_at_half_rate": _get(results, "speechjobs-memory", "paced", "p99_ms"),
         "p99_ms_at_half_rate": _get(results, "speechjobs", "paced", "p99_ms"),
         "rss_growth": float(rss["rss_growth"]) if rss else math.nan,
     }
@@ -168,11 +171,13 @@ def render_table(results: dict[str, dict[str, Any]], targets: dict[str, dict[str
                     f"{b['mean_ms']:.1f} ms each (store.apply {fmt(b['store_apply_ms'], 1)}, "
                     f"publish+confirm {fmt(b['publish_confirm_ms'], 1)})"
                 )
-    lines += ["", f"{'ratio':<48} {'value':>10} {'target':>9}  met"]
+    lines += ["", f"{'ratio':<52} {'value':>10} {'target':>9}  met"]
     for target in targets.values():
-        met = {True: "yes", False: "NO", None: "not measured"}[target["met"]]
+        met = {True: "yes", False: "NO", None: "-" if target["target"] is None else "not measured"}[
+            target["met"]
+        ]
         lines.append(
-            f"{target['description']:<48} {fmt(target['value'], 3):>10} {target['target']:>9}  {met}"
+            f"{target['description']:<52} {fmt(target['value'], 3):>10} {target['target'] or '-':>9}  {met}"
         )
     return "\n".join(lines)
 
@@ -232,7 +237,7 @@ def write_png(
     cdf.set_xlabel("publish → event latency, ms (log)")
     cdf.set_ylabel("fraction of jobs")
     cdf.axvline(50, color="black", linestyle=":", linewidth=1)
-    cdf.set_title("Latency CDF at half of speechjobs' max rate")
+    cdf.set_title("Latency CDF at half of speechjobs' max rate (in-memory: half its own)")
     cdf.grid(True, which="both", alpha=0.3)
     cdf.legend(fontsize=8, loc="lower right")
     if rss:

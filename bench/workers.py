@@ -5,32 +5,43 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
+import logging
+import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aio_pika
 import orjson
+import uvloop
 from aio_pika.abc import AbstractIncomingMessage
 from pymongo import AsyncMongoClient, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
 
-from bench.workload import generate
-from consumer.core.contract import Inbound
+from bench.workload import WORKLOADS, make
+from consumer.core.adapter import Context, Ignored, Result
+from consumer.core.contract import TASK_ID, Inbound, header_text, parse_routing_key
+from consumer.core.decode import decode
 from consumer.core.errors import Rejection
 from consumer.core.state import apply, event_id, job_key
 from consumer.settings import Settings, load_settings
 from consumer.store.mongo import MongoStore, job_document
 from consumer.vendors import normalize
-from schemas.job import Job
+from consumer.vendors.aliyun_ice import parse as aliyun_ice
+from consumer.vendors.huawei_metastudio import parse as huawei_metastudio
+from consumer.vendors.tencent_ci import parse as tencent_ci
+from consumer.vendors.tingwu import parse as tingwu
+from schemas.job import Job, JobUpdate, Origin
 
 __all__ = ["KINDS", "main"]
 
-Publish = Callable[[bytes, str, str, dict[str, Any]], Awaitable[None]]
+Headers = dict[str, Any]
+Publish = Callable[[dict[str, Any], str, str, Headers], Awaitable[None]]
 Jobs = AsyncCollection[dict[str, Any]]
 
 
@@ -65,22 +76,17 @@ def _mongo(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
     return AsyncMongoClient(settings.mongodb.mongodb_url.get_secret_value(), tz_aware=True, appname="bench")
 
 
-async def handle(
-    body: bytes, routing_key: str, headers: Mapping[str, object], jobs: Jobs, publish: Publish
-) -> None:
-    """What a first implementation does: normalize, one upsert per update, publish each terminal event.
+async def store_and_publish(updates: Iterable[JobUpdate], jobs: Jobs, publish: Publish) -> None:
+    """What a first implementation does with a message's updates: one upsert each, an event for each
+    terminal one.
 
     It keeps no version and reads nothing back, so it cannot tell a vendor's retry of a terminal
     callback from the first one: every terminal update publishes. (find_one_and_update could return
     the previous status, but SecantusDB serves findAndModify on an existing document with a
     collection scan, which would measure the stand-in rather than the design.)
     """
-    try:
-        normalized = normalize(Inbound(body, routing_key, headers))
-    except Rejection:
-        return
     now = datetime.now(UTC)
-    for update in normalized.updates:
+    for update in updates:
         key = job_key(update.provider, update.task_id)
         fields = update.model_dump(exclude={"origin"})
         fields["status"] = update.status.value
@@ -105,9 +111,7 @@ async def handle(
                 "occurred_at": now.isoformat(),
                 **update.model_dump(mode="json", exclude={"origin", "source", "reported_at"}),
             }
-            await publish(
-                orjson.dumps(event), routing, eid, {"provider": update.provider, "kind": update.kind}
-            )
+            await publish(event, routing, eid, {"provider": update.provider, "kind": update.kind})
 
 
 async def _bare(settings: Settings, tracker: Tracker, stop: asyncio.Event) -> None:
@@ -128,33 +132,43 @@ async def _bare(settings: Settings, tracker: Tracker, stop: asyncio.Event) -> No
 
 
 async def _straightforward(settings: Settings, tracker: Tracker, stop: asyncio.Event) -> None:
-    """One message at a time: normalize, await each upsert, await each event's confirm, then ack."""
+    """aio-pika as its documentation shows it: a queue iterator, `message.process()` (ack on success,
+    reject on an exception), prefetch 50; per message: the service's normalize, an upsert per update, an
+    event per terminal update awaited on a confirming channel, one log line."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log = logging.getLogger("straightforward")
     client = _mongo(settings)
     jobs = client[settings.mongodb.mongodb_database]["jobs"]
     connection = await aio_pika.connect(settings.amqp.amqp_url.get_secret_value())
     async with connection:
-        channel = await connection.channel(publisher_confirms=False)
-        await channel.set_qos(prefetch_count=settings.consumer.prefetch)
-        publish_channel = await connection.channel(publisher_confirms=True)
-        events = await publish_channel.get_exchange(settings.amqp.events_exchange)
+        channel = await connection.channel()  # publisher confirms: aio-pika's default
+        await channel.set_qos(prefetch_count=50)
+        events = await channel.get_exchange(settings.amqp.events_exchange)
         queue = await channel.get_queue(settings.consumer.inbound_queue)
 
-        async def publish(body: bytes, routing_key: str, message_id: str, headers: dict[str, Any]) -> None:
+        async def publish(event: dict[str, Any], routing_key: str, message_id: str, headers: Headers) -> None:
             message = aio_pika.Message(
-                body,
+                orjson.dumps(event),
                 content_type="application/json",
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 message_id=message_id,
                 headers=headers,
             )
-            await events.publish(message, routing_key=routing_key, mandatory=True)
+            await events.publish(message, routing_key=routing_key)  # returns once confirmed
 
         async def consume() -> None:
             async with queue.iterator() as messages:
                 async for message in messages:
                     tracker.consumed()
-                    await handle(message.body, message.routing_key or "", message.headers, jobs, publish)
-                    await message.ack()
+                    async with message.process():
+                        inbound = Inbound(message.body, message.routing_key or "", message.headers)
+                        try:
+                            normalized = normalize(inbound)
+                        except Rejection as exc:
+                            log.warning("rejected %s: %s", message.routing_key, exc.reason)
+                            continue
+                        await store_and_publish(normalized.updates, jobs, publish)
+                        log.info("processed %s (%d updates)", message.routing_key, len(normalized.updates))
                     tracker.acked()
 
         task = asyncio.create_task(consume())
@@ -165,38 +179,95 @@ async def _straightforward(settings: Settings, tracker: Tracker, stop: asyncio.E
     await client.close()
 
 
+def _decoder(unwrap: Callable[[Any], Any] = lambda document: document) -> Any:
+    """A FastStream decoder for the inbound bodies: JSON or XML (xmltodict), CloudEvents unwrapped, with
+    the service's own size and shape limits (consumer.core.decode), then the vendor's own unwrapping."""
+    from faststream.rabbit import RabbitMessage
+
+    async def decode_body(message: RabbitMessage) -> Any:
+        decoded = decode(message.body, content_type=message.content_type, headers=message.headers, **_LIMITS)
+        return unwrap(decoded.document)
+
+    return decode_body
+
+
+_LIMITS = {"max_bytes": 1_048_576, "max_depth": 64, "max_members": 10_000}
+
+
+def _context(message: Any) -> Context:
+    """What the vendor code needs besides the payload, as the service builds it (consumer.core.normalize)."""
+    channel, _ = parse_routing_key(message.raw_message.routing_key or "")
+    origin = Origin(
+        channel=channel,
+        body_sha256=hashlib.sha256(message.body).hexdigest(),
+        envelope="cloudevents" if channel == "mq" else None,  # the workload's mq.* bodies are CloudEvents
+    )
+    return Context(
+        origin=origin,
+        task_id_hint=header_text(message.headers, TASK_ID),
+        max_depth=_LIMITS["max_depth"],
+        max_members=_LIMITS["max_members"],
+    )
+
+
 async def _faststream(settings: Settings, tracker: Tracker, stop: asyncio.Event) -> None:
-    """The same per-message work as a FastStream subscriber (default ack policy and logging)."""
+    """A FastStream application as its documentation shows it: one subscriber on the inbound queue with a
+    typed handler per vendor (FastStream validates the body into the vendor's pydantic model; a filter on
+    the routing key picks the handler; a decoder reads XML and CloudEvents), the vendor's own code from
+    model to job updates, an upsert, and each event through a publisher object. FastStream's defaults
+    otherwise: its log lines (to the process's output, a file here), no prefetch limit, and acks after the
+    handler returns."""
     from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
     from faststream.rabbit.annotations import RabbitMessage
     from faststream.rabbit.schemas import Channel
 
     client = _mongo(settings)
     jobs = client[settings.mongodb.mongodb_database]["jobs"]
+    prefetch = os.environ.get("BENCH_FASTSTREAM_PREFETCH")  # an A/B of FastStream's default (no limit)
     broker = RabbitBroker(
         settings.amqp.amqp_url.get_secret_value(),
-        default_channel=Channel(prefetch_count=settings.consumer.prefetch),
+        default_channel=Channel(prefetch_count=int(prefetch)) if prefetch else None,
     )
-    events = RabbitExchange(settings.amqp.events_exchange, type=ExchangeType.TOPIC, declare=False)
+    inbound = broker.subscriber(RabbitQueue(settings.consumer.inbound_queue, declare=False))
+    events = broker.publisher(
+        exchange=RabbitExchange(settings.amqp.events_exchange, type=ExchangeType.TOPIC, declare=False),
+        persist=True,
+        content_type="application/json",
+    )
 
-    async def publish(body: bytes, routing_key: str, message_id: str, headers: dict[str, Any]) -> None:
-        await broker.publish(
-            body,
-            exchange=events,
-            routing_key=routing_key,
-            message_id=message_id,
-            headers=headers,
-            content_type="application/json",
-            persist=True,
-            mandatory=True,
-        )
+    async def publish(event: dict[str, Any], routing_key: str, message_id: str, headers: Headers) -> None:
+        await events.publish(event, routing_key=routing_key, message_id=message_id, headers=headers)
 
-    @broker.subscriber(RabbitQueue(settings.consumer.inbound_queue, declare=False))
-    async def on_message(message: RabbitMessage) -> None:
+    def vendor(provider: str) -> Callable[[Any], Awaitable[bool]]:
+        # An async filter: FastStream runs a plain function in a thread pool, a hop per message per handler.
+        suffix = f".{provider}"
+
+        async def matches(message: RabbitMessage) -> bool:
+            return (message.raw_message.routing_key or "").endswith(suffix)
+
+        return matches
+
+    async def done(updates: Result, message: RabbitMessage) -> None:
         tracker.consumed()
-        raw = message.raw_message
-        await handle(raw.body, raw.routing_key or "", raw.headers, jobs, publish)
+        if not isinstance(updates, Ignored):
+            await store_and_publish(updates, jobs, publish)
         tracker.acked()  # FastStream acks right after the handler returns
+
+    @inbound(filter=vendor("tingwu"), decoder=_decoder())
+    async def on_tingwu(body: tingwu.Payload, message: RabbitMessage) -> None:
+        await done(tingwu.updates(body, _context(message)), message)
+
+    @inbound(filter=vendor("tencent-ci"), decoder=_decoder(tencent_ci.content))
+    async def on_tencent_ci(body: tencent_ci.Payload, message: RabbitMessage) -> None:
+        await done(tencent_ci.updates(body, _context(message)), message)
+
+    @inbound(filter=vendor("aliyun-ice"), decoder=_decoder(aliyun_ice.from_xml))
+    async def on_aliyun_ice(body: aliyun_ice.Payload, message: RabbitMessage) -> None:
+        await done(aliyun_ice.updates(body, _context(message)), message)
+
+    @inbound(filter=vendor("huawei-metastudio"), decoder=_decoder())
+    async def on_huawei_metastudio(body: huawei_metastudio.Payload, message: RabbitMessage) -> None:
+        await done(huawei_metastudio.updates(body, _context(message)), message)
 
     await broker.start()
     try:
@@ -207,11 +278,11 @@ async def _faststream(settings: Settings, tracker: Tracker, stop: asyncio.Event)
 
 
 async def _db_ceiling(
-    settings: Settings, tracker: Tracker, stop: asyncio.Event, seed: int, prefix: str
+    settings: Settings, tracker: Tracker, stop: asyncio.Event, kind: str, seed: int, prefix: str
 ) -> None:
     """The database's own ceiling: the workload's job documents as unordered bulk upserts, one per batch,
     into a jobs collection indexed as speechjobs indexes it."""
-    workload = generate(tracker.expect, seed=seed, prefix=prefix)
+    workload = make(kind, tracker.expect, seed=seed, prefix=prefix)
     now = datetime.now(UTC)
     state: dict[str, Job] = {}
     batches: list[tuple[int, list[ReplaceOne[dict[str, Any]]]]] = []
@@ -255,7 +326,7 @@ async def _main(args: argparse.Namespace) -> None:
     elif args.kind == "faststream":
         await _faststream(settings, tracker, stop)
     else:
-        await _db_ceiling(settings, tracker, stop, args.seed, args.prefix)
+        await _db_ceiling(settings, tracker, stop, args.workload, args.seed, args.prefix)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,8 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expect", type=int, required=True, help="messages in the measured window")
     parser.add_argument("--seed", type=int, default=1, help="workload seed (db-ceiling)")
     parser.add_argument("--prefix", default="b", help="workload task-id prefix (db-ceiling)")
+    parser.add_argument("--workload", choices=tuple(WORKLOADS), default="mix", help="workload (db-ceiling)")
     args = parser.parse_args(argv)
-    asyncio.run(_main(args))
+    # uvloop, as `faststream run` picks it when installed and as speechjobs runs by default: the comparison
+    # is about the pipelines, not the event loops.
+    uvloop.run(_main(args))
     return 0
 
 

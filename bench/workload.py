@@ -14,7 +14,17 @@ from consumer.core.errors import Rejection
 from consumer.core.state import job_key
 from consumer.vendors import normalize
 
-__all__ = ["FIXTURES", "Message", "Template", "Workload", "generate", "templates"]
+__all__ = [
+    "FIXTURES",
+    "WORKLOADS",
+    "Message",
+    "Template",
+    "Workload",
+    "flood",
+    "generate",
+    "make",
+    "templates",
+]
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 
@@ -229,3 +239,40 @@ def generate(n: int, *, seed: int = 1, prefix: str = "b") -> Workload:
             position += rng.uniform(1, 30)
     placed.sort(key=lambda p: (p[0], p[1]))
     return Workload(tuple(m for _, _, m in placed[:n]), seed, prefix)
+
+
+FLOOD_TEMPLATE = "seeds/tingwu_callback_completed.json"
+
+
+def flood(n: int, *, seed: int = 1, prefix: str = "b") -> Workload:
+    """n Tingwu COMPLETED callbacks, each a new job: one event per message, the worst case for publishing."""
+    singles, _ = templates()
+    template = next(t for t in singles if t.name == FLOOD_TEMPLATE)
+    messages = []
+    for serial in range(n):
+        new_ids = (f"{prefix}{seed}-{serial:08d}",)
+        body, headers = template.render(new_ids)
+        key = job_key(template.provider, new_ids[0])
+        messages.append(
+            Message(
+                body,
+                template.routing_key,
+                headers,
+                template.provider,
+                template.fmt,
+                keys=(key,),
+                terminal=(key,),
+                retry=False,
+                progressive=False,
+            )
+        )
+    return Workload(tuple(messages), seed, prefix)
+
+
+# The workloads by name: the realistic mix, and the flood of terminal callbacks.
+WORKLOADS = {"mix": generate, "flood": flood}
+
+
+def make(kind: str, n: int, *, seed: int = 1, prefix: str = "b") -> Workload:
+    """The named workload (WORKLOADS)."""
+    return WORKLOADS[kind](n, seed=seed, prefix=prefix)

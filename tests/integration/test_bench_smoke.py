@@ -1,4 +1,5 @@
-"""The benchmark end to end at a tiny size: every contender runs and reports a positive throughput."""
+"""The benchmark end to end at a tiny size: every contender runs on every workload and reports a positive
+throughput."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ def test_quick_bench_measures_every_contender(tmp_path: Path) -> None:
     for module in ("faststream", "psutil"):
         pytest.importorskip(module, reason="the bench extra is not installed: pip install -e '.[bench]'")
     from bench.contenders import CONTENDERS
+    from bench.workload import WORKLOADS
 
     command = [
         sys.executable,
@@ -38,13 +40,20 @@ def test_quick_bench_measures_every_contender(tmp_path: Path) -> None:
         "--mongodb-url",
         mongodb_url(),
     ]
-    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=85, check=False)
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=170, check=False)
     assert run.returncode == 0, f"{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
 
     [path] = tmp_path.glob("*.json")
     document = json.loads(path.read_text())
-    assert set(document["contenders"]) == {c.key for c in CONTENDERS}
-    for key, result in document["contenders"].items():
-        assert result["messages"] == 300, key
-        assert result["throughput_msg_s"] > 0, key
-    assert set(document["targets"]) >= {"cpu_vs_straightforward", "throughput_vs_db_ceiling"}
+    assert set(document["contenders"]) == set(WORKLOADS)
+    for workload, results in document["contenders"].items():
+        assert set(results) == {c.key for c in CONTENDERS}, workload
+        for key, result in results.items():
+            assert result["messages"] == 300, (workload, key)
+            assert result["throughput_msg_s"] > 0, (workload, key)
+        events = results["faststream"]["events"]
+        assert events["jobs_with_event"] == events["expected_jobs"] > 0, workload
+        targets = document["targets"][workload]
+        assert set(targets) >= {"cpu_vs_faststream", "throughput_vs_faststream", "memory_p99_ms_at_half_rate"}
+    flood = document["workloads"]["flood"]
+    assert flood["terminal_jobs"] == flood["messages"] == 300
