@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -35,7 +36,8 @@ from consumer.settings import load_settings
 
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_MONGODB = "mongodb://127.0.0.1:27017/?directConnection=true&retryWrites=false"
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
 PACKAGES = (
     "aio-pika",
     "aiormq",
@@ -150,6 +152,9 @@ async def _run(args: argparse.Namespace) -> int:
         for workload in workloads:
             cfg.workload = workload
             results[workload] = await _run_workload(cfg, connection, chosen)
+        print("  I/O floor: one upsert and one confirmed publish ...", end="", flush=True)
+        io_floor = await _io_floor(cfg)
+        print(f" {io_floor}", flush=True)
         if rss_messages:
             print(f"  RSS run: speechjobs (SecantusDB) over {rss_messages} messages ...", end="", flush=True)
             rss = await run_rss_flatness(cfg, connection, rss_messages)
@@ -186,6 +191,7 @@ async def _run(args: argparse.Namespace) -> int:
         "workloads": {w: make(w, messages, seed=args.seed).summary() for w in workloads},
         "contenders": results,
         "rss_flatness": rss,
+        "io_floor_us": io_floor,
         "targets": targets,
     }
     json_path = args.out / f"{stamp}.json"
@@ -209,6 +215,24 @@ async def _run(args: argparse.Namespace) -> int:
             write_png(png_path, result, title, rss if workload == "mix" else None)
             print(f"wrote {png_path}")
     return 0
+
+
+async def _io_floor(cfg: Config) -> dict[str, float]:
+    """bench/iofloor.py in a process of its own: what the client libraries cost per operation here."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.iofloor",
+        cfg.amqp_url,
+        cfg.mongodb_url,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.iofloor exited with {proc.returncode}")
+    floor: dict[str, float] = json.loads(out)
+    return floor
 
 
 async def _run_workload(cfg: Config, connection: AbstractConnection, chosen: set[str]) -> dict[str, Any]:

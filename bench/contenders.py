@@ -301,7 +301,9 @@ async def run_contender(
         if contender.consumes:
             await publish_backlog(topology.inbound_exchange, workload.messages)
         pid = await child.start()
-        sampler = ProcSampler({"consumer": pid, **cfg.server_pids}, interval=cfg.sample_interval)
+        # This process is the events' subscriber (the collector) too: its CPU is reported beside the servers'.
+        processes = {"consumer": pid, **cfg.server_pids, "subscriber": os.getpid()}
+        sampler = ProcSampler(processes, interval=cfg.sample_interval)
         sampler.start()
         if cfg.profile and contender.consumes:
             # A flame graph of the service itself; the peers get their top costs only.
@@ -328,7 +330,7 @@ async def run_contender(
             "rss_mb_end": round(rss[-1] / MB, 1),
             "server_cpu_ms_per_msg": {
                 name: _per_message_ms(sampler, name, window)
-                for name in cfg.server_pids
+                for name in (*cfg.server_pids, "subscriber")
                 if name in sampler.cpu
             },
             "log": str(child.log_path),

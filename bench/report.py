@@ -19,6 +19,7 @@ __all__ = [
     "clean",
     "fmt",
     "machine_info",
+    "markdown",
     "package_versions",
     "ratios",
     "redact_url",
@@ -254,3 +255,58 @@ def write_png(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def markdown(document: dict[str, Any], name: str) -> str:
+    """The README's tables, from one result file (`name` is its file name, for the link)."""
+    lines = [
+        f"From [`results/{name}`](results/{name}) ({document['settings']['messages']:,} messages per "
+        f"contender and workload, {document['machine']['cores']} cores, commit "
+        f"`{(document['code'].get('commit') or '?')[:7]}`).",
+        "",
+        "| contender | workload | msg/s | CPU ms/msg | RabbitMQ · database · subscriber CPU ms/msg "
+        "| p50 / p99 ms, paced |",
+        "|---|---|---|---|---|---|",
+    ]
+    for workload, results in document["contenders"].items():
+        for result in results.values():
+            paced = result.get("paced") or {}
+            latency = "-"
+            if paced:
+                p50, p99 = fmt(paced.get("p50_ms"), 0), fmt(paced.get("p99_ms"), 0)
+                latency = f"{p50} / {p99} @ {fmt(paced['rate_target'], 0)}/s"
+                if paced.get("saturated"):
+                    latency += " (over its max)"
+            cpu = fmt(result["cpu_ms_per_msg"], 3) if result["key"] != "db-ceiling" else "-"
+            rate = fmt(result["throughput_msg_s"], 0)
+            servers = result.get("server_cpu_ms_per_msg", {})
+            others = " · ".join(fmt(servers.get(n), 3) for n in ("rabbitmq", "database", "subscriber"))
+            lines.append(f"| {result['label']} | {workload} | {rate} | {cpu} | {others} | {latency} |")
+    floor = document.get("io_floor_us")
+    if floor:
+        lines += [
+            "",
+            f"The client's own CPU per operation in the same run (`bench/iofloor.py`): a pymongo upsert "
+            f"{floor['upsert_us_x1']:,.0f} µs one at a time ({floor['upsert_us_x50']:,.0f} µs 50 at once), "
+            f"an aio-pika publish with its confirm {floor['publish_us_x1']:,.0f} µs "
+            f"({floor['publish_us_x50']:,.0f} µs 50 at once).",
+        ]
+    lines += ["", "| target | workload | value | target | met |", "|---|---|---|---|---|"]
+    for workload, targets in document["targets"].items():
+        for target in targets.values():
+            if target["value"] is None:
+                continue
+            met = {True: "yes", False: "**no**", None: ""}[target["met"]]
+            lines.append(
+                f"| {target['description']} | {workload} | {fmt(target['value'], 3)} | "
+                f"{target['target'] or ''} | {met} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    for arg in sys.argv[1:]:
+        path = Path(arg)
+        print(markdown(json.loads(path.read_text()), path.name), end="")

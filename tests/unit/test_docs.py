@@ -26,3 +26,23 @@ def test_readme_command_exists(command: str) -> None:
     assert f"\n{command}\n" in README
     assert (ROOT / command).stat().st_mode & 0o111
     assert command in (ROOT / ".ci/run").read_text() or command == "scripts/run-local"
+
+
+def test_the_bench_readme_tables_are_generated_from_the_result_file_they_cite() -> None:
+    # Regenerate with: .venv/bin/python -m bench.report bench/results/<the file>.json
+    pytest.importorskip("psutil", reason="the bench extra is not installed: pip install -e '.[bench]'")
+    import json
+    import re
+
+    from bench.report import markdown
+
+    text = (ROOT / "bench/README.md").read_text()
+    found = re.search(
+        r"<!-- generated: python -m bench\.report bench/results/(\S+\.json) -->\n(.*?)<!-- end generated -->",
+        text,
+        re.S,
+    )
+    assert found is not None, "bench/README.md has no generated results block"
+    name, block = found.groups()
+    document = json.loads((ROOT / "bench/results" / name).read_text())
+    assert block == markdown(document, name)
