@@ -249,11 +249,13 @@ async def _cleanup(connection: AbstractConnection, settings: Settings, cfg: Conf
         settings.amqp.inbound_exchange,
         settings.amqp.dead_letter_exchange,
         settings.amqp.events_exchange,
+        settings.amqp.events_unrouted,  # the events' alternate exchange has its queue's name
     )
-    for name in (*queues, *exchanges):
+    deletes = [("queue", name) for name in queues] + [("exchange", name) for name in exchanges]
+    for kind, name in deletes:
         channel = await connection.channel()
         with contextlib.suppress(Exception):
-            await (channel.queue_delete(name) if name in queues else channel.exchange_delete(name))
+            await (channel.queue_delete(name) if kind == "queue" else channel.exchange_delete(name))
         with contextlib.suppress(Exception):
             await channel.close()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(cfg.mongodb_url)

@@ -4,6 +4,7 @@ throughput."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,7 @@ def test_quick_bench_measures_every_contender(tmp_path: Path) -> None:
         "--mongodb-url",
         mongodb_url(),
     ]
+    before = _bench_objects()
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=170, check=False)
     assert run.returncode == 0, f"{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
 
@@ -57,3 +59,19 @@ def test_quick_bench_measures_every_contender(tmp_path: Path) -> None:
         assert set(targets) >= {"cpu_vs_faststream", "throughput_vs_faststream", "memory_p99_ms_at_half_rate"}
     flood = document["workloads"]["flood"]
     assert flood["terminal_jobs"] == flood["messages"] == 300
+    # Every contender's exchanges and queues are deleted afterwards (the events' alternate exchange too).
+    assert _bench_objects() <= before
+
+
+def _bench_objects() -> set[str]:
+    """The broker's queues and exchanges named bench.*, as rabbitmqctl lists them (empty without it)."""
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    if rabbitmqctl is None:
+        return set()
+    names: set[str] = set()
+    for what in ("list_queues", "list_exchanges"):
+        listed = subprocess.run(
+            [rabbitmqctl, "-q", what, "name"], capture_output=True, text=True, timeout=30, check=False
+        )
+        names |= {f"{what}:{n}" for n in listed.stdout.split() if n.startswith("bench.")}
+    return names
