@@ -4,6 +4,7 @@
 # an unprivileged user; nothing is written at run time, so a read-only root filesystem works.
 #
 #   docker build -t speechjobs:0.1.0 .
+#   docker build --build-arg EXTRAS=otel -t speechjobs:0.1.0-otel .   # with OpenTelemetry tracing
 #   docker run --rm -p 8080:8080 -e SPEECHJOBS_AMQP_URL=... -e SPEECHJOBS_MONGODB_URL=... speechjobs:0.1.0
 #
 # Pinned to a patch release; bump it deliberately (and pin the digest too where builds must be reproducible:
@@ -17,10 +18,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 WORKDIR /src
 
-# Dependencies first, from pyproject.toml's [project].dependencies only (no dev or devdb extras), so that
-# this layer is rebuilt only when pyproject.toml changes, not on every source change.
+# Dependencies first, from pyproject.toml's [project].dependencies and the runtime extras named in EXTRAS
+# (comma-separated; `otel` is the one meant for images, never dev or devdb), so that this layer is rebuilt
+# only when pyproject.toml changes, not on every source change.
+ARG EXTRAS=""
 COPY pyproject.toml ./
-RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+RUN EXTRAS="${EXTRAS}" python -c 'import os, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + [d for e in filter(None, os.environ["EXTRAS"].split(",")) for d in p["optional-dependencies"][e]]))' \
         > requirements.txt \
  && cat requirements.txt
 RUN --mount=type=cache,target=/root/.cache/pip \
@@ -36,7 +39,7 @@ COPY schemas ./schemas
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv --without-pip /opt/venv \
- && pip --python /opt/venv/bin/python install --no-index --find-links /wheels speechjobs \
+ && pip --python /opt/venv/bin/python install --no-index --find-links /wheels "speechjobs${EXTRAS:+[$EXTRAS]}" \
  && /opt/venv/bin/speechjobs --help > /dev/null
 
 

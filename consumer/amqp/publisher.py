@@ -7,13 +7,14 @@ import base64
 import logging
 import struct
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import aio_pika
+import aiormq.abc
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from pamqp import encode
 from pamqp.commands import Basic
@@ -37,15 +38,18 @@ from consumer.core.contract import (
 )
 from consumer.core.errors import Rejection, error_name
 from consumer.core.redact import MASK, is_secret_header, redact
+from consumer.runtime import tracing
 from schemas.job import EventRecord
 
 __all__ = [
     "MAX_HEADER_TABLE_BYTES",
+    "MAX_KIND_CHARS",
     "DeadLetter",
     "EventPublisher",
     "OutboundEvent",
     "Publisher",
     "dead_letter_message",
+    "event_properties",
     "publish_inbound",
 ]
 
@@ -68,7 +72,7 @@ _MAX_NAMES_BYTES = 2048  # each list of dropped or converted names, encoded, bef
 _MAX_PATH_CHARS = 200  # a named path longer than this is cut: it names, it need not be whole
 _MAX_DEPTH = 16  # nested tables and arrays below this are dropped (and named), never walked further
 _MAX_ERROR_CHARS = 1000  # a Rejection's message is 300 characters; the cap keeps the verdict bounded
-_MAX_KIND_CHARS = 128  # a job's kind is vendor text (JobType, Tag), kebab-cased: longer is not carried
+MAX_KIND_CHARS = 128  # a job's kind is vendor text (JobType, Tag), kebab-cased: longer is not carried
 _INT64 = range(-(2**63), 2**63)  # the widest AMQP integer; pamqp refuses anything beyond
 
 _VERDICT_NAMES = (
@@ -83,6 +87,9 @@ _VERDICT_NAMES = (
 
 # What a publish raises when the client cannot encode the frame; nothing transient is among them.
 _ENCODING_ERRORS: Final = (TypeError, ValueError, OverflowError, struct.error, PAMQPException)
+
+# A publish awaiting its confirm, as aiormq's channel returns it.
+_Confirm = Coroutine[Any, Any, aiormq.abc.ConfirmationFrameType | None]
 
 # W3C trace context, version 00 as the spec defines it: lowercase hex, version ff and all-zero ids invalid.
 
@@ -141,19 +148,36 @@ class Publisher:
         """
         channel = await self._channel.get_underlay_channel()
         now = datetime.now(UTC)
-        await asyncio.gather(
-            *(
-                channel.basic_publish(
-                    event.record.body.encode(),
-                    exchange=self._events.name,
-                    routing_key=event.record.routing_key,
-                    properties=_event_properties(event, now),
-                    mandatory=True,
-                    timeout=self._timeout,
-                )
-                for event in events
-            )
+        send = self._traced if tracing.enabled else self._send
+        await asyncio.gather(*(send(channel, event, now) for event in events))
+
+    def _send(self, channel: aiormq.abc.AbstractChannel, event: OutboundEvent, now: datetime) -> _Confirm:
+        return channel.basic_publish(
+            event.record.body.encode(),
+            exchange=self._events.name,
+            routing_key=event.record.routing_key,
+            properties=event_properties(event, now),
+            mandatory=True,
+            timeout=self._timeout,
         )
+
+    async def _traced(self, channel: aiormq.abc.AbstractChannel, event: OutboundEvent, now: datetime) -> None:
+        # A span per event, not per batch: each has its own parent (the message that made it), and its
+        # context replaces the event's traceparent so that subscribers continue from the publish.
+        # Manual rather than an instrumentation package's: the aio-pika one wraps aio-pika's exchange,
+        # which this path bypasses for aiormq's channel.
+        span = tracing.producer_span(
+            event.traceparent,
+            exchange=self._events.name,
+            routing_key=event.record.routing_key,
+            message_id=event.record.event_id,
+        )
+        try:
+            await self._send(channel, replace(event, traceparent=tracing.traceparent_of(span)), now)
+        except BaseException as exc:
+            tracing.end(span, exc)
+            raise
+        tracing.end(span)
 
     async def dead_letter(self, letter: DeadLetter) -> None:
         """Publish the letter with its original headers made safe and small enough; should the client
@@ -181,12 +205,13 @@ class Publisher:
             )
 
 
-def _event_properties(event: OutboundEvent, now: datetime) -> Basic.Properties:
+def event_properties(event: OutboundEvent, now: datetime) -> Basic.Properties:
+    """The AMQP properties of an event: the pipeline's publish and `events replay` send the same."""
     # Bounded by construction, so never measured on this hot path: the provider is one of PROVIDERS, the
-    # kind is carried only up to _MAX_KIND_CHARS, the traceparent only when valid (55 characters), and
+    # kind is carried only up to MAX_KIND_CHARS, the traceparent only when valid (55 characters), and
     # the event id (a UUID) and routing key (job.completed, job.failed) are our own.
     headers: dict[str, FieldValue] = {"provider": event.provider}
-    if len(event.kind) <= _MAX_KIND_CHARS:
+    if len(event.kind) <= MAX_KIND_CHARS:
         headers["kind"] = event.kind
     if traceparent := valid_traceparent(event.traceparent):
         headers[TRACEPARENT] = traceparent

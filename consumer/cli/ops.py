@@ -10,8 +10,17 @@ from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from consumer.cli.present import Progress, format_headers, format_table, letter_json, pretty_body
-from consumer.ops.letters import Selection, parse_since, plan
+from consumer.cli.present import (
+    Progress,
+    count_arg,
+    format_headers,
+    format_table,
+    letter_json,
+    pretty_body,
+    rate_arg,
+    since_arg,
+)
+from consumer.ops.letters import Selection, plan
 from consumer.settings import load_settings
 from schemas.job import PROVIDERS
 
@@ -31,43 +40,20 @@ _ID_HELP = (
 )
 
 
-def _since(text: str) -> datetime:
-    try:
-        return parse_since(text, datetime.now(UTC))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _count(text: str) -> int:
-    if not text.isdigit() or int(text) == 0:
-        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
-    return int(text)
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
-    return value
-
-
 def _add_dlq(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     filters = argparse.ArgumentParser(add_help=False)
     filters.add_argument("--provider", choices=PROVIDERS, help="only dead letters of this provider")
     filters.add_argument("--reason", help="only this reason, e.g. malformed or broker:delivery_limit")
     filters.add_argument(
         "--since",
-        type=_since,
+        type=since_arg,
         metavar="T",
         help="dead-lettered at or after T (ISO time, or 30m, 2h, 1d ago)",
     )
     filters.add_argument(
         "--id", dest="ids", action="append", default=[], metavar="ID", help="only this ID (repeatable)"
     )
-    filters.add_argument("--limit", type=_count, metavar="N", help="act on at most N dead letters")
+    filters.add_argument("--limit", type=count_arg, metavar="N", help="act on at most N dead letters")
 
     dlq = sub.add_parser(
         "dlq",
@@ -103,7 +89,7 @@ def _add_dlq(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "dead-letter queue only once the broker confirms. " + _ID_HELP,
     )
     replay.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    replay.add_argument("--rate", type=_rate, metavar="N", help="at most N messages per second")
+    replay.add_argument("--rate", type=rate_arg, metavar="N", help="at most N messages per second")
     replay.set_defaults(func=_dlq_replay)
 
     purge = dlq_sub.add_parser(
@@ -126,7 +112,7 @@ def _add_reprocess(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     reprocess.add_argument("--provider", choices=PROVIDERS, help="only bodies of this provider")
     reprocess.add_argument(
-        "--since", type=_since, metavar="T", help="received at or after T: an ISO time, or 30m, 2h, 1d ago"
+        "--since", type=since_arg, metavar="T", help="received at or after T: an ISO time, or 30m, 2h, 1d ago"
     )
     reprocess.add_argument("--task-id", help="only bodies that named this task")
     reprocess.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")

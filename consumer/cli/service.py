@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Coroutine
+from typing import Any
 
-from consumer.settings import load_settings
+from consumer.settings import Settings, load_settings
 
 __all__ = ["add_commands"]
 
@@ -19,30 +21,43 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def _run(args: argparse.Namespace) -> int:
-    from consumer.runtime.lifecycle import run_loop
-    from consumer.runtime.logs import setup_logging
     from consumer.worker.service import Service
 
-    settings = load_settings()
-    setup_logging(settings.runtime.log_format, settings.runtime.log_level)
-    return run_loop(Service(settings).run(), settings.runtime.event_loop)
+    settings = _started()
+    return _serve("consumer", Service(settings).run(), settings)
 
 
 def _receive(args: argparse.Namespace) -> int:
     from consumer.receiver.service import ReceiverService
-    from consumer.runtime.lifecycle import run_loop
-    from consumer.runtime.logs import setup_logging
 
-    settings = load_settings()
-    setup_logging(settings.runtime.log_format, settings.runtime.log_level)
-    return run_loop(ReceiverService(settings).run(), settings.runtime.event_loop)
+    settings = _started()
+    return _serve("receiver", ReceiverService(settings).run(), settings)
 
 
 def _poll(args: argparse.Namespace) -> int:
     from consumer.poller.service import PollerService
-    from consumer.runtime.lifecycle import run_loop
+
+    settings = _started()
+    return _serve("poller", PollerService(settings).run(), settings)
+
+
+def _started() -> Settings:
     from consumer.runtime.logs import setup_logging
 
     settings = load_settings()
     setup_logging(settings.runtime.log_format, settings.runtime.log_level)
-    return run_loop(PollerService(settings).run(), settings.runtime.event_loop)
+    return settings
+
+
+def _serve(process: str, main: Coroutine[Any, Any, int], settings: Settings) -> int:
+    """Run a process's main coroutine, traced when the OTEL_* variables ask for it (service name
+    speechjobs-<process> unless OTEL_SERVICE_NAME says otherwise); the spans still queued are exported
+    on the way out."""
+    from consumer.runtime import tracing
+    from consumer.runtime.lifecycle import run_loop
+
+    tracing.setup(process)
+    try:
+        return run_loop(main, settings.runtime.event_loop)
+    finally:
+        tracing.shutdown()

@@ -23,7 +23,7 @@ from consumer.core.errors import Rejection, error_name
 from consumer.core.normalize import Limits
 from consumer.poller.ratelimit import TokenBucket
 from consumer.poller.schedule import next_poll, provider_pause
-from consumer.runtime import logs, metrics
+from consumer.runtime import logs, metrics, tracing
 from consumer.runtime.health import Health
 from consumer.runtime.lifecycle import freeze_startup_heap, stop_on_signals, until_up
 from consumer.runtime.probes import serve
@@ -248,8 +248,11 @@ class PollerService:
         token: str | None = None
         for _ in range(len(claims) // LISTING_PAGE + 3):  # the queue holds other jobs too: a few pages more
             await bucket.take()
+            span = tracing.client_span("tencent-ci", "listing") if tracing.enabled else None
             started = time.perf_counter()
             answer = await client.listing(queue_id=queue_id, since=since, next_token=token)
+            if span is not None:  # the client never raises for the vendor's failures: no try needed
+                tracing.end_client_span(span, answer.verdict, answer.http_status)
             metrics.POLLS.labels("tencent-ci", answer.verdict).inc()
             metrics.POLL_SECONDS.labels("tencent-ci").observe(time.perf_counter() - started)
             self._pause_if_asked("tencent-ci", answer)
@@ -259,6 +262,7 @@ class PollerService:
                 answer.body,
                 channel="poll",
                 provider="tencent-ci",
+                traceparent=tracing.traceparent_of(span) if span is not None else None,
                 content_type=answer.content_type,
                 polled_at=_now(),
             )
@@ -281,9 +285,13 @@ class PollerService:
 
     async def _ask(self, claim: Claim, client: StatusClient, store: PollStore, producer: Producer) -> None:
         provider = claim.provider
+        # The vendor call's CLIENT span starts the trace; its context travels in the answer's traceparent.
+        span = tracing.client_span(provider, "status", claim.task_id) if tracing.enabled else None
         started = time.perf_counter()
         answer = await client.status(claim.task_id)
         elapsed = time.perf_counter() - started
+        if span is not None:  # the client never raises for the vendor's failures: no try needed
+            tracing.end_client_span(span, answer.verdict, answer.http_status)
         now = _now()
         metrics.POLLS.labels(provider, answer.verdict).inc()
         metrics.POLL_SECONDS.labels(provider).observe(elapsed)
@@ -294,6 +302,7 @@ class PollerService:
                 channel="poll",
                 provider=provider,
                 task_id=claim.task_id,
+                traceparent=tracing.traceparent_of(span) if span is not None else None,
                 content_type=answer.content_type,
                 polled_at=now,
             )

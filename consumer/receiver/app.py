@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from consumer.core.contract import Inbound, inbound, valid_traceparent
 from consumer.core.errors import error_name
-from consumer.runtime import logs, metrics
+from consumer.runtime import logs, metrics, tracing
 from consumer.runtime.health import Health
 from consumer.settings import ReceiverSettings
 from consumer.vendors.aliyun_ice import webhook
@@ -112,7 +112,14 @@ class Receiver:
         provider = parts[2] if len(parts) == 4 else ""
         known: Provider | None = provider if provider in PROVIDERS else None
         headers = {n.decode(): v.decode("latin-1") for n, v in scope["headers"] if n in _WANTED}
-        traceparent = valid_traceparent(headers.get("traceparent")) or _new_traceparent()
+        incoming = valid_traceparent(headers.get("traceparent"))
+        # Traced, the published traceparent is this request's SERVER span: the consumer continues the trace.
+        span = (
+            tracing.server_span(scope["method"], known, incoming, scheme=scope.get("scheme", "http"))
+            if tracing.enabled
+            else None
+        )
+        traceparent = (incoming or _new_traceparent()) if span is None else tracing.traceparent_of(span)
         status, size, confirm_ms = 500, 0, None
         self.in_flight += 1
         try:
@@ -155,6 +162,8 @@ class Receiver:
             self.in_flight -= 1
             label = known or "unknown"
             self._count(label, status)
+            if span is not None:
+                tracing.end_server_span(span, status)
             # One line per request; never the token, a signature or the body.
             logs.outcome(
                 log,

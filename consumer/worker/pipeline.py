@@ -30,7 +30,7 @@ from consumer.core.contract import (
 from consumer.core.errors import Reason, Rejection, error_name
 from consumer.core.normalize import Limits, Normalized
 from consumer.core.state import Outcome, job_key, publishing_duty
-from consumer.runtime import logs, metrics
+from consumer.runtime import logs, metrics, tracing
 from consumer.runtime.health import Health
 from consumer.settings import AmqpSettings, ConsumerSettings, LimitsSettings
 from consumer.store import JobStore, RawBody, StoreConflict
@@ -99,6 +99,7 @@ class Pipeline:
         self._health = health
         self._limits = Limits.of(limits)
         self._exchange = amqp.inbound_exchange
+        self._queue = consumer.inbound_queue
         self._lease = timedelta(seconds=amqp.publish_timeout_s * 3)
         self._writing = asyncio.Lock()  # FIFO: batches write jobs in the order they were cut
 
@@ -113,10 +114,11 @@ class Pipeline:
         """Process and settle one batch; `oldest` says whether no earlier batch is still unsettled."""
         started = time.perf_counter()
         now = datetime.now(UTC)
+        trace = tracing.Batch(batch, queue=self._queue) if tracing.enabled else None
         items = [self._normalize(message, now) for message in batch]
         metrics.BATCH_SIZE.observe(len(items))
         try:
-            await self._store_and_publish(items)
+            await self._store_and_publish(items, trace)
         except Exception as exc:  # transient faults are retried inside; this is one message's problem
             if len(items) == 1:
                 self._failed(items[0], exc)
@@ -125,12 +127,14 @@ class Pipeline:
                     "batch failed (%s), retrying its %d messages one by one", error_name(exc), len(items)
                 )
                 for item in items:
-                    await self._isolated(item)
+                    await self._isolated(item, trace)
         await self._settle(items, started, multiple=oldest())
+        if trace is not None:
+            trace.end((i.message, i.result, i.rejection.reason if i.rejection else None) for i in items)
 
-    async def _isolated(self, item: _Item) -> None:
+    async def _isolated(self, item: _Item, trace: tracing.Batch | None) -> None:
         try:
-            await self._store_and_publish([item])
+            await self._store_and_publish([item], trace)
         except Exception as exc:
             self._failed(item, exc)
 
@@ -158,7 +162,7 @@ class Pipeline:
             item.failure = exc
         return item
 
-    async def _store_and_publish(self, items: Sequence[_Item]) -> None:
+    async def _store_and_publish(self, items: Sequence[_Item], trace: tracing.Batch | None) -> None:
         updates: list[tuple[JobUpdate, datetime, str]] = []
         owners: list[_Item] = []
         raws: list[RawBody] = []
@@ -173,7 +177,10 @@ class Pipeline:
         if not updates:
             return
         async with self._writing:
-            outcomes = await self._retry("mongodb", lambda: self._timed_store(updates))
+            write = self._retry("mongodb", lambda: self._timed_store(updates))
+            if trace is not None:  # one span for the write, retries and all, linked to its messages
+                write = trace.writing([item.message for item in owners], len(updates), write)
+            outcomes = await write
         tracked = [(u.provider, u.task_id) for u, _, _ in updates if u.origin.channel == "track"]
         if tracked:
             now = datetime.now(UTC)
@@ -195,7 +202,11 @@ class Pipeline:
             )
             if duty != "none":
                 job = outcome.job
-                traceparent = valid_traceparent(header_text(item.message.headers, TRACEPARENT))
+                traceparent = (
+                    valid_traceparent(header_text(item.message.headers, TRACEPARENT))
+                    if trace is None
+                    else trace.traceparent(item.message)  # the event's PRODUCER span is its child
+                )
                 events[event.event_id] = (
                     job_key(job.provider, job.task_id),
                     OutboundEvent(event, job.provider, job.kind, traceparent),
