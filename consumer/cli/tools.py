@@ -1,4 +1,4 @@
-"""Developer commands: parse files offline, send one to the broker, print the event schema or the settings."""
+"""Developer commands: parse files offline, send one to the broker, print the message schemas or settings."""
 
 from __future__ import annotations
 
@@ -45,7 +45,20 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     send.set_defaults(func=_send)
 
-    schema = sub.add_parser("schema", help="print the JSON Schema of the outbound event")
+    schema = sub.add_parser(
+        "schema", help="print the AsyncAPI document of every message speechjobs takes and sends"
+    )
+    schema.add_argument(
+        "--event",
+        action="store_true",
+        help="the JSON Schema of the outbound event instead (schemas/job-event.schema.json)",
+    )
+    schema.add_argument(
+        "--check",
+        type=Path,
+        metavar="FILE",
+        help="compare with FILE instead of printing; exit 1, saying so, if it differs",
+    )
     schema.set_defaults(func=_schema)
 
     settings = sub.add_parser("settings", help="print the configuration reference (docs/configuration.md)")
@@ -110,7 +123,26 @@ def event_schema_json() -> str:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    sys.stdout.write(event_schema_json())
+    if args.event:
+        text, regenerate = event_schema_json(), "speechjobs schema --event"
+    else:
+        from consumer.ops import asyncapi
+
+        text, regenerate = asyncapi.render(), "speechjobs schema"
+    if args.check is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        current = args.check.read_bytes()
+    except OSError as exc:
+        print(f"speechjobs: cannot read {args.check}: {exc.strerror}", file=sys.stderr)
+        return 1
+    if current != text.encode():
+        print(
+            f"speechjobs: {args.check} differs from the code's; regenerate: {regenerate} > {args.check}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
