@@ -11,6 +11,7 @@ __all__ = [
     "DUPLICATES",
     "EVENTS",
     "EVENTS_UNROUTED",
+    "INBOUND_READY",
     "IN_FLIGHT",
     "IN_FLIGHT_BYTES",
     "MESSAGES",
@@ -20,6 +21,7 @@ __all__ = [
     "POLLS_STOPPED",
     "POLL_SECONDS",
     "PROCESSING_SECONDS",
+    "PUBLISH_FAILURES",
     "PUBLISH_SECONDS",
     "RECEIVER_AUTH_FAILURES",
     "RECEIVER_CONFIRM_SECONDS",
@@ -45,11 +47,24 @@ DB_SECONDS = Histogram("speechjobs_db_seconds", "MongoDB write time per batch", 
 PUBLISH_SECONDS = Histogram(
     "speechjobs_publish_seconds", "Event publish-to-confirm time per batch", buckets=_FAST
 )
+# Unlabelled, so exported as 0 from the start: increase() sees the first failure (a labelled series
+# would appear at 1 and hide it).
+PUBLISH_FAILURES = Counter(
+    "speechjobs_publish_failures",
+    "Failed attempts to publish events or dead letters to the broker (not confirmed in time, returned, "
+    "nacked, connection lost); each is retried",
+)
 BATCH_SIZE = Histogram(
     "speechjobs_batch_size", "Messages per batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 )
 IN_FLIGHT = Gauge("speechjobs_in_flight_messages", "Messages received and not yet settled")
 IN_FLIGHT_BYTES = Gauge("speechjobs_in_flight_bytes", "Bodies received and not yet settled, in bytes")
+# RabbitMQ's own metrics may not be scraped: the consumer's view of its queue, for "messages wait but
+# none are processed". Ready messages only; those delivered and unacked are IN_FLIGHT.
+INBOUND_READY = Gauge(
+    "speechjobs_inbound_ready_messages",
+    "Messages ready in the inbound queue, not yet delivered to a consumer (sampled every 30 s)",
+)
 EVENTS_UNROUTED = Gauge(
     "speechjobs_events_unrouted",
     "Events waiting in the unrouted-events queue: published, but no subscriber's binding matched them",

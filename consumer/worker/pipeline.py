@@ -363,6 +363,8 @@ class Pipeline:
         return result
 
     def _degraded(self, component: str, exc: BaseException | None) -> None:
+        if component == "broker":  # once per failed attempt: the alert's sign that publishing is stuck
+            metrics.PUBLISH_FAILURES.inc()
         self._health.degrade(component, error_name(exc) if exc is not None else "unknown error")
 
 

@@ -32,7 +32,7 @@ EXIT_CRASHED = 1  # the batch worker died: the pod restarts, the broker redelive
 EXIT_CONFIG = 2  # the broker refused the topology: no restart fixes it
 
 _STOP = None  # sentinel in the delivery buffer: finish the current batch, then return
-_UNROUTED_EVERY_S = 30.0
+_SAMPLE_EVERY_S = 30.0
 
 
 class Service:
@@ -108,7 +108,7 @@ class Service:
         )
         freeze_startup_heap()
         self._worker = worker = asyncio.create_task(self._batches(pipeline), name="batches")
-        sampler = asyncio.create_task(self._sample_unrouted(broker), name="unrouted-events")
+        sampler = asyncio.create_task(self._sample_queues(broker), name="queue-samples")
         self._broker = broker
         self._tag = await broker.topology.inbound.consume(self._on_message, no_ack=False)
         self.health.working = True
@@ -266,23 +266,25 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
 
-    async def _sample_unrouted(self, broker: Broker) -> None:
-        """Export how many events wait in the unrouted queue: each is an event no subscriber received."""
-        name = self.settings.amqp.events_unrouted
-        if not name:
-            return
+    async def _sample_queues(self, broker: Broker) -> None:
+        """Export how many messages wait in the inbound queue (for the consumers: with none processed, they
+        are stuck) and in the unrouted queue (each an event no subscriber received)."""
+        queues = [(self.settings.consumer.inbound_queue, metrics.INBOUND_READY)]
+        if self.settings.amqp.events_unrouted:
+            queues.append((self.settings.amqp.events_unrouted, metrics.EVENTS_UNROUTED))
         while True:
-            try:
-                # A channel of its own: a passive declare that fails closes the channel it runs on.
-                channel = await broker.connection.channel(publisher_confirms=False)
+            for name, gauge in queues:
                 try:
-                    queue = await channel.declare_queue(name, passive=True)
-                    metrics.EVENTS_UNROUTED.set(queue.declaration_result.message_count or 0)
-                finally:
-                    await channel.close()
-            except Exception as exc:  # a sample missed during an outage is taken again next time
-                log.debug("could not sample the unrouted-events queue: %s", error_name(exc))
-            await asyncio.sleep(_UNROUTED_EVERY_S)
+                    # A channel of its own: a passive declare that fails closes the channel it runs on.
+                    channel = await broker.connection.channel(publisher_confirms=False)
+                    try:
+                        queue = await channel.declare_queue(name, passive=True)
+                        gauge.set(queue.declaration_result.message_count or 0)
+                    finally:
+                        await channel.close()
+                except Exception as exc:  # a sample missed during an outage is taken again next time
+                    log.debug("could not sample queue %s: %s", name, error_name(exc))
+            await asyncio.sleep(_SAMPLE_EVERY_S)
 
     def _watch(self, broker: Broker) -> None:
         def lost(_: object, exc: BaseException | None = None) -> None:
