@@ -7,7 +7,7 @@ import sys
 
 from pydantic import ValidationError
 
-from consumer.cli import jobs, ops, service, tools
+from consumer.cli import events, jobs, ops, service, tools
 from consumer.store.mongo import NotConfigured
 
 __all__ = ["main"]
@@ -35,6 +35,6 @@ def _parser() -> argparse.ArgumentParser:
         prog="speechjobs", description="Cloud speech-job notifications to one deduplicated event stream."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for group in (service, tools, jobs, ops):
+    for group in (service, tools, jobs, events, ops):
         group.add_commands(sub)
     return parser

@@ -18,7 +18,15 @@ from consumer.store.base import RawBody, StoreConflict
 from consumer.store.polls import track_operations
 from schemas.job import Job, JobUpdate, Provider
 
-__all__ = ["DURABLE", "MongoStore", "NotConfigured", "job_document", "job_from_document", "mongo_client"]
+__all__ = [
+    "DURABLE",
+    "MongoStore",
+    "NotConfigured",
+    "job_document",
+    "job_from_document",
+    "listing_query",
+    "mongo_client",
+]
 
 log = logging.getLogger("speechjobs.store")
 
@@ -86,7 +94,12 @@ class MongoStore:
         # No index on (provider, task_id): the _id "provider:task_id" is already unique and finds a job,
         # and every index costs each job write.
         await self.jobs.create_indexes(
-            [IndexModel([("status", 1), ("updated_at", -1)], name="status_updated")]
+            [
+                IndexModel([("status", 1), ("updated_at", -1)], name="status_updated"),
+                # `jobs list` and `events replay` page in (updated_at, _id) order: with this index a page
+                # reads only its own documents, where without it every page would sort the whole collection.
+                IndexModel([("updated_at", 1), ("_id", 1)], name="updated"),
+            ]
         )
         # A reprocess by provider walks `retention` by time and filters; one by task uses `task_ids`.
         await self.raw.create_indexes(
@@ -169,6 +182,33 @@ class MongoStore:
             return set()
         cursor = self.published_events.find({"_id": {"$in": list(event_ids)}}, {"_id": 1})
         return {doc["_id"] async for doc in cursor}
+
+    async def confirmations(self, event_ids: Sequence[str]) -> dict[str, datetime]:
+        """When the broker's confirm of each of `event_ids` was logged, for those whose confirm is."""
+        if not event_ids:
+            return {}
+        cursor = self.published_events.find({"_id": {"$in": list(event_ids)}}, {"confirmed_at": 1})
+        return {doc["_id"]: doc["confirmed_at"] async for doc in cursor}
+
+    async def job_page(
+        self,
+        *,
+        provider: str | None = None,
+        statuses: Sequence[str] = (),
+        since: datetime | None = None,
+        after: tuple[datetime, str] | None = None,
+        limit: int,
+    ) -> list[Job]:
+        """Up to `limit` matching jobs in (updated_at, key) order, after the (updated_at, key) cursor."""
+        cursor = self.jobs.find(listing_query(provider, statuses, since, after)).sort(_LISTING_ORDER)
+        return [job_from_document(doc) async for doc in cursor.limit(limit)]
+
+    async def job_keys(
+        self, *, provider: str | None = None, statuses: Sequence[str] = (), since: datetime | None = None
+    ) -> list[str]:
+        """The keys of every matching job, in (updated_at, key) order."""
+        cursor = self.jobs.find(listing_query(provider, statuses, since, None), {"_id": 1})
+        return [doc["_id"] async for doc in cursor.sort(_LISTING_ORDER)]
 
     async def save_raw(self, bodies: Sequence[RawBody]) -> None:
         """Archive the bodies not seen lately, a batch's bodies in one document (a chunk).
@@ -260,6 +300,34 @@ async def _write_first_wins(
             raise
         return [e["index"] for e in errors]
     return []
+
+
+_LISTING_ORDER = [("updated_at", 1), ("_id", 1)]
+
+
+def listing_query(
+    provider: str | None,
+    statuses: Sequence[str],
+    since: datetime | None,
+    after: tuple[datetime, str] | None,
+) -> dict[str, Any]:
+    """The filter of a listing in (updated_at, _id) order; `after` is the last (updated_at, key) seen.
+
+    The cursor is a range on updated_at plus a tie-break on _id, so that the "updated" index bounds the
+    scan and pages neither repeat nor skip jobs that share an updated_at.
+    """
+    query: dict[str, Any] = {}
+    if provider is not None:
+        query["provider"] = provider
+    if statuses:
+        query["status"] = {"$in": list(statuses)}
+    lower = [when for when in (since, after[0] if after else None) if when is not None]
+    if lower:
+        query["updated_at"] = {"$gte": max(lower)}
+    if after is not None:
+        at, key = after
+        query["$or"] = [{"updated_at": {"$gt": at}}, {"_id": {"$gt": key}}]
+    return query
 
 
 def mongo_client(mongodb: MongoSettings) -> AsyncMongoClient[dict[str, Any]]:
