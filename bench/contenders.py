@@ -27,11 +27,13 @@ from bench.measure import (
     LogProgress,
     ProcSampler,
     Window,
+    latency_split,
     latency_summary,
     latency_values,
     percentile,
     publish_backlog,
     publish_paced,
+    settled_transitions,
     stop_process,
 )
 from bench.profile import Profiler
@@ -350,6 +352,11 @@ async def run_contender(
             rate = paced_rate(contender.key, window.rate)
             if rate:
                 result["paced"] = await _paced(cfg, connection, settings, collector, sampler, rate, window)
+                if contender.progress == "log":
+                    result["paced"]["split"] = latency_split(
+                        result["paced"].pop("_sent"), collector.arrived, settled_transitions(child.log_path)
+                    )
+                result["paced"].pop("_sent", None)
                 if scraped:
                     child.progress.poll()
                     paced_batches = child.progress.batches[drained:]
@@ -402,6 +409,7 @@ async def _paced(
             sampler.cpu_between("consumer", started, published) / max(published - started, 1e-9), 3
         ),
         **latency_summary(sent, collector.arrived),
+        "_sent": sent,  # for the split of the service's own log; not kept in the results
         "cdf_ms": _cdf_points(values),
     }
 

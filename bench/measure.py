@@ -294,6 +294,42 @@ def latency_summary(sent: dict[str, float], arrived: dict[str, float]) -> dict[s
     }
 
 
+def settled_transitions(log: Path) -> dict[str, tuple[float, float]]:
+    """From the service's JSON log: each job's first terminal transition, as (the time its message was
+    settled, the pipeline's time for its batch in ms). The line is written once the batch is settled."""
+    found: dict[str, tuple[float, float]] = {}
+    with contextlib.suppress(OSError), log.open("rb") as f:
+        for line in f:
+            if b'"transitions"' not in line or b'"speechjobs.pipeline"' not in line:
+                continue
+            entry = orjson.loads(line)
+            for transition in entry.get("transitions") or ():
+                task_id, _, status = str(transition).rpartition(":")
+                if status in ("completed", "failed", "cancelled"):
+                    key = f"{entry.get('provider')}:{task_id}"
+                    if key not in found:
+                        at = datetime.fromisoformat(entry["ts"]).timestamp()
+                        found[key] = (at, float(entry.get("duration_ms", 0)))
+    return found
+
+
+def latency_split(
+    sent: dict[str, float], arrived: dict[str, float], settled: dict[str, tuple[float, float]]
+) -> dict[str, dict[str, float]]:
+    """Where a job's publish → event time goes: until its batch started (the broker's delivery and the wait
+    in the consumer's buffer), and the batch itself (normalize, store, publish and confirm, ack), in ms."""
+    keys = [k for k in sent if k in arrived and k in settled]
+    before = [((settled[k][0] - settled[k][1] / 1000) - sent[k]) * 1000 for k in keys]
+    batch = [settled[k][1] for k in keys]
+
+    def summary(values: list[float]) -> dict[str, float]:
+        return {
+            q: round(percentile(values, n), 2) for q, n in (("p50_ms", 50), ("p90_ms", 90), ("p99_ms", 99))
+        }
+
+    return {"jobs": {"count": len(keys)}, "until_batch_start": summary(before), "batch": summary(batch)}
+
+
 def latency_values(sent: dict[str, float], arrived: dict[str, float]) -> list[float]:
     return sorted((arrived[k] - t) * 1000 for k, t in sent.items() if k in arrived)
 

@@ -282,6 +282,18 @@ def markdown(document: dict[str, Any], name: str) -> str:
             servers = result.get("server_cpu_ms_per_msg", {})
             others = " · ".join(fmt(servers.get(n), 3) for n in ("rabbitmq", "database", "subscriber"))
             lines.append(f"| {result['label']} | {workload} | {rate} | {cpu} | {others} | {latency} |")
+    for workload, results in document["contenders"].items():
+        for result in results.values():
+            split = (result.get("paced") or {}).get("split")
+            if split:
+                wait, batch = split["until_batch_start"], split["batch"]
+                lines += [
+                    "",
+                    f"{result['label']}, {workload}, paced: from the publish to its batch's start (the "
+                    f"broker's delivery, the wait for a batch) p50 {fmt(wait['p50_ms'], 1)} / p99 "
+                    f"{fmt(wait['p99_ms'], 1)} ms; the batch itself p50 {fmt(batch['p50_ms'], 1)} / p99 "
+                    f"{fmt(batch['p99_ms'], 1)} ms.",
+                ]
     floor = document.get("io_floor_us")
     if floor:
         lines += [

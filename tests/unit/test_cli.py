@@ -67,7 +67,8 @@ def test_parse_reports_a_ping_as_ignored(capsys: pytest.CaptureFixture[str]) -> 
 
 def test_committed_event_schema_matches_the_model() -> None:
     committed = (Path(__file__).parents[2] / "schemas/job-event.schema.json").read_text()
-    assert committed == event_schema_json(), "regenerate: speechjobs schema --event > schemas/job-event.schema.json"
+    regenerate = "speechjobs schema --event > schemas/job-event.schema.json"
+    assert committed == event_schema_json(), f"regenerate: {regenerate}"
     schema = json.loads(committed)
     assert schema["additionalProperties"] is False
     assert set(schema["required"]) >= {"event_id", "type", "occurred_at", "provider", "task_id", "status"}
