@@ -134,8 +134,11 @@ def _hex(body: bytes) -> str:
     return "\n".join(lines)
 
 
+_BAR = 30  # characters
+
+
 class Progress:
-    """A progress line on stderr: redrawn in place on a terminal, a plain line now and then otherwise."""
+    """A progress bar on stderr, redrawn in place on a terminal; a plain line now and then otherwise."""
 
     def __init__(self, stream: TextIO, label: str) -> None:
         self._stream = stream
@@ -150,7 +153,11 @@ class Progress:
             return
         self._last = now
         if self._tty:
-            self._stream.write(f"\r{self._label} {done}/{total}" + ("\n" if done >= total else ""))
+            share = min(done / total, 1.0) if total else 1.0
+            filled = round(share * _BAR)
+            bar = "#" * filled + "." * (_BAR - filled)
+            line = f"\r{self._label} [{bar}] {share:4.0%} {done}/{total}"
+            self._stream.write(line + ("\n" if done >= total else ""))
         else:
             self._stream.write(f"{self._label} {done}/{total}\n")
         self._stream.flush()

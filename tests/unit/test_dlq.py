@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -286,6 +287,24 @@ def test_progress_on_a_pipe_is_one_line_at_the_end() -> None:
     for done in range(1, 6):
         progress(done, 5)
     assert stream.getvalue() == "replaying 5/5\n"
+
+
+def test_progress_on_a_terminal_is_a_bar_redrawn_in_place() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    progress = Progress(stream, "replaying")
+    time.sleep(0.25)  # it redraws at most five times a second
+    progress(1, 4)
+    progress(2, 4)  # too soon: not drawn
+    progress(4, 4)  # the end is always drawn
+    drawn = stream.getvalue().split("\r")[1:]
+    assert drawn == [
+        "replaying [" + "#" * 8 + "." * 22 + "]  25% 1/4",
+        "replaying [" + "#" * 30 + "] 100% 4/4\n",
+    ]
 
 
 @pytest.mark.parametrize(
