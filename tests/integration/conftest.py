@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -9,7 +11,8 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tests.integration.harness import Bus, Names, ServiceProcess, mongo
+from consumer.cli import main
+from tests.integration.harness import AMQP_URL, Bus, Cli, Names, Run, ServiceProcess, mongo, mongodb_url
 
 pytestmark = pytest.mark.integration
 
@@ -52,3 +55,31 @@ async def service(names: Names, bus: Bus) -> AsyncIterator[ServiceProcess]:
     yield proc
     code = await proc.stop()
     assert code == 0, proc.logs()[-3000:]
+
+
+@pytest.fixture
+def cli(names: Names, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """`speechjobs ...` in-process with this test's names; main() runs its own loop, so in a thread."""
+    for key, value in {
+        **names.env,
+        "SPEECHJOBS_AMQP_URL": AMQP_URL,
+        "SPEECHJOBS_MONGODB_URL": mongodb_url(),
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("SPEECHJOBS_PROVIDERS", raising=False)
+
+    def call(args: list[str]) -> int:
+        try:
+            return main(args)
+        except SystemExit as exit_:  # argparse's verdict on bad arguments
+            return int(exit_.code or 0)
+
+    async def run(*args: str) -> Run:
+        capsys.readouterr()
+        started = time.monotonic()
+        code = await asyncio.to_thread(call, list(args))
+        seconds = time.monotonic() - started
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err, seconds)
+
+    return run

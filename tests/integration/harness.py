@@ -11,7 +11,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -239,3 +239,19 @@ async def jobs_with_published_event(db: DB, query: Mapping[str, Any] | None = No
     published = await published_ids(db)
     cursor = db.jobs.find({**(query or {}), "event": {"$ne": None}}, {"event.event_id": 1})
     return sum([1 async for doc in cursor if doc["event"]["event_id"] in published])
+
+
+@dataclass
+class Run:
+    """What one `speechjobs ...` command did: its exit code, output, and how long it took."""
+
+    code: int
+    out: str
+    err: str
+    seconds: float = 0.0
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
+
+
+Cli = Callable[..., Awaitable[Run]]

@@ -9,9 +9,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,51 +19,26 @@ import pytest
 from aio_pika.abc import FieldValue
 
 from consumer.amqp.connection import declare_consumer_topology
-from consumer.cli import main
 from consumer.core.state import event_id
 from consumer.settings import Settings, load_settings
 from schemas.job import JobStatus
 from tests.conftest import fixture_bytes
-from tests.integration.harness import AMQP_URL, DB, Bus, Names, ServiceProcess, mongodb_url, published_ids
+from tests.integration.harness import (
+    AMQP_URL,
+    DB,
+    Bus,
+    Cli,
+    Names,
+    ServiceProcess,
+    mongodb_url,
+    published_ids,
+)
 
 SEED_TASK = "e8adc0b3bc4b42d898fcadb0********"
 POLL_FAILED_TASK = "b76389677b1441fa82165cb1********"
 GARBAGE = b"\x00\x01 definitely not a vendor body"
 NO_TASK = b'{"Code":"0","Data":{"TaskStatus":"COMPLETED"}}'
 UNKNOWN_XML = b"<Response><QueueList/></Response>"
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def json_lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
-
-
-Cli = Callable[..., Awaitable[Run]]
-
-
-@pytest.fixture
-def cli(names: Names, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
-    """`speechjobs ...` in-process with this test's names; main() runs its own loop, so in a thread."""
-    for key, value in {
-        **names.env,
-        "SPEECHJOBS_AMQP_URL": AMQP_URL,
-        "SPEECHJOBS_MONGODB_URL": mongodb_url(),
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("SPEECHJOBS_PROVIDERS", raising=False)
-
-    async def run(*args: str) -> Run:
-        capsys.readouterr()
-        code = await asyncio.to_thread(main, list(args))
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return run
 
 
 def settings(names: Names) -> Settings:

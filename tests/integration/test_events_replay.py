@@ -6,62 +6,31 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
-from consumer.cli import main
 from consumer.core.state import event_id
 from schemas.job import JobStatus
 from tests.conftest import fixture_bytes
 from tests.integration.faults import tingwu_body
-from tests.integration.harness import AMQP_URL, DB, Bus, Names, ServiceProcess, mongodb_url, published_ids
+from tests.integration.harness import (
+    DB,
+    Bus,
+    Cli,
+    Names,
+    Run,
+    ServiceProcess,
+    published_ids,
+)
 
 TENCENT_TASK = "j707f4864f86811ecb90d0b03267ce0e5"  # tests/fixtures/seeds/tencent_ci_tts_callback_case1.xml
 COMPLETED_TASKS = range(1, 7)
 FAILED_TASKS = range(7, 10)
 RUNNING_TASKS = range(10, 12)
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-    seconds: float
-
-
-Cli = Callable[..., Awaitable[Run]]
-
-
-@pytest.fixture
-def cli(names: Names, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
-    """`speechjobs ...` in-process with this test's names; main() runs its own loop, so in a thread."""
-    for key, value in {
-        **names.env,
-        "SPEECHJOBS_AMQP_URL": AMQP_URL,
-        "SPEECHJOBS_MONGODB_URL": mongodb_url(),
-    }.items():
-        monkeypatch.setenv(key, value)
-
-    def call(args: list[str]) -> int:
-        try:
-            return main(args)
-        except SystemExit as exit_:  # argparse's verdict on bad arguments
-            return int(exit_.code or 0)
-
-    async def run(*args: str) -> Run:
-        capsys.readouterr()
-        started = time.monotonic()
-        code = await asyncio.to_thread(call, list(args))
-        seconds = time.monotonic() - started
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err, seconds)
-
-    return run
 
 
 @dataclass

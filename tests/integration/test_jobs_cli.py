@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
-from consumer.cli import main
 from consumer.core.state import event_id
 from consumer.store.mongo import MongoStore
 from schemas.job import JobStatus, Provider
 from tests.conftest import make_update
-from tests.integration.harness import AMQP_URL, Names, mongo, mongodb_url
+from tests.integration.harness import Cli, Names, mongo
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 RUNNING, COMPLETED, FAILED, QUEUED = (
@@ -27,44 +23,6 @@ RUNNING, COMPLETED, FAILED, QUEUED = (
     JobStatus.QUEUED,
 )
 SIGNED = "https://bucket.oss.example.com/t.json?Expires=1&OSSAccessKeyId=AKID&Signature=s3cr3tSig"
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def json_lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
-
-
-Cli = Callable[..., Awaitable[Run]]
-
-
-@pytest.fixture
-def cli(names: Names, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
-    """`speechjobs ...` in-process with this test's names; main() runs its own loop, so in a thread."""
-    for key, value in {
-        **names.env,
-        "SPEECHJOBS_AMQP_URL": AMQP_URL,
-        "SPEECHJOBS_MONGODB_URL": mongodb_url(),
-    }.items():
-        monkeypatch.setenv(key, value)
-
-    def call(args: list[str]) -> int:
-        try:
-            return main(args)
-        except SystemExit as exit_:  # argparse's verdict on bad arguments
-            return int(exit_.code or 0)
-
-    async def run(*args: str) -> Run:
-        capsys.readouterr()
-        code = await asyncio.to_thread(call, list(args))
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return run
 
 
 @pytest.fixture
