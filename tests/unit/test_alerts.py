@@ -40,14 +40,6 @@ VALUES: dict[str, Any] = {"serviceMonitor": {"enabled": True}, "prometheusRule":
 
 
 @pytest.fixture(scope="module")
-def helm_python() -> Any:
-    return pytest.importorskip(
-        "helm_python",
-        reason="helm-python-sdk (offline rendering) is not installed: .venv/bin/pip install helm-python-sdk",
-    )
-
-
-@pytest.fixture(scope="module")
 def group(helm_python: Any) -> dict[str, Any]:
     return rule_group(render(helm_python, VALUES), "prod-speechjobs")
 

@@ -197,14 +197,6 @@ def test_the_schema_rejects(override: dict[str, Any], message: str) -> None:
     assert message in caught.value.message
 
 
-@pytest.fixture(scope="module")
-def helm_python() -> Any:
-    return pytest.importorskip(
-        "helm_python",
-        reason="helm-python-sdk (offline rendering) is not installed: .venv/bin/pip install helm-python-sdk",
-    )
-
-
 def test_the_dashboard_is_off_by_default(helm_python: Any) -> None:
     assert VALUES["grafanaDashboard"]["enabled"] is False
     assert ("ConfigMap", "prod-speechjobs-dashboard") not in render(helm_python)

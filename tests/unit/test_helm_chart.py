@@ -455,15 +455,6 @@ async def test_lint_enforces_the_schema(helm_sdkpy: Any, tmp_path: Path, overrid
 Manifests = dict[tuple[str, str], dict[str, Any]]
 
 
-@pytest.fixture(scope="module")
-def helm_python() -> Any:
-    return pytest.importorskip(
-        "helm_python",
-        reason="helm-python-sdk (offline rendering; helm-sdkpy cannot render) is not installed: "
-        ".venv/bin/pip install helm-python-sdk",
-    )
-
-
 def render(helm_python: Any, values: dict[str, Any] | None = None, **release: Any) -> Manifests:
     """Render like `helm template prod helm/speechjobs -n speech`, keyed by (kind, name)."""
     options = {"name": "prod", "namespace": "speech", "revision": 1, "is_install": True} | release
@@ -1168,13 +1159,13 @@ def pod_labels(manifests: Manifests, kind: str, name: str) -> dict[str, str]:
     return labels
 
 
-def receiver_objects(manifests: Manifests) -> list[tuple[str, str]]:
-    """Whatever belongs to the receiver: by name, or by its component label."""
+def component_objects(manifests: Manifests, component: str) -> list[tuple[str, str]]:
+    """Whatever belongs to a component (receiver, poller): by name, or by its component label."""
     return sorted(
         (kind, name)
         for (kind, name), doc in manifests.items()
-        if "receiver" in name
-        or doc["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "receiver"
+        if component in name
+        or doc["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
     )
 
 
@@ -1461,12 +1452,14 @@ def test_receiver_without_pre_stop_pause(helm_python: Any) -> None:
 
 
 def test_receiver_disabled_renders_none_of_its_objects(helm_python: Any, everything: Manifests) -> None:
-    assert len(receiver_objects(everything)) == 7  # Deployment, Service, Ingress, HPA, PDB, policy, monitor
+    assert (
+        len(component_objects(everything, "receiver")) == 7
+    )  # Deployment, Service, Ingress, HPA, PDB, policy, monitor
     off = render(
         helm_python, merged(EVERYTHING, {"receiver": {"enabled": False}}), revision=7, is_upgrade=True
     )
-    assert receiver_objects(off) == []
-    assert sorted(off) == sorted(set(everything) - set(receiver_objects(everything)))
+    assert component_objects(off, "receiver") == []
+    assert sorted(off) == sorted(set(everything) - set(component_objects(everything, "receiver")))
     # Its settings stay in the shared ConfigMap: they change nothing for the other processes.
     assert off["ConfigMap", "sj"] == everything["ConfigMap", "sj"]
 
@@ -1481,16 +1474,6 @@ def test_receiver_pdb_needs_a_bound(helm_python: Any) -> None:
 
 POLLER = "prod-speechjobs-poller"
 VENDOR_VARIABLES = {f"SPEECHJOBS_{name.upper()}" for name in VENDOR_SECRETS}
-
-
-def poller_objects(manifests: Manifests) -> list[tuple[str, str]]:
-    """Whatever belongs to the poller: by name, or by its component label."""
-    return sorted(
-        (kind, name)
-        for (kind, name), doc in manifests.items()
-        if "poller" in name
-        or doc["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "poller"
-    )
 
 
 def test_default_poller_deployment(default: Manifests) -> None:
@@ -1731,7 +1714,7 @@ def test_poller_service_monitor(everything: Manifests) -> None:
 
 
 def test_poller_disabled_renders_none_of_its_objects(helm_python: Any, everything: Manifests) -> None:
-    found = poller_objects(everything)
+    found = component_objects(everything, "poller")
     assert found == [
         ("Deployment", "sj-poller"),
         ("NetworkPolicy", "sj-poller"),
@@ -1739,7 +1722,7 @@ def test_poller_disabled_renders_none_of_its_objects(helm_python: Any, everythin
         ("ServiceMonitor", "sj-poller"),
     ]
     off = render(helm_python, merged(EVERYTHING, {"poller": {"enabled": False}}), revision=7, is_upgrade=True)
-    assert poller_objects(off) == []
+    assert component_objects(off, "poller") == []
     assert sorted(off) == sorted(set(everything) - set(found))
     # Its settings stay in the shared ConfigMap: the consumer reads SPEECHJOBS_POLL_INTERVAL_S too.
     assert off["ConfigMap", "sj"] == everything["ConfigMap", "sj"]

@@ -101,15 +101,6 @@ VARIANTS: dict[str, tuple[dict[str, Any] | None, dict[str, Any]]] = {
 Document = tuple[str, dict[str, Any]]  # its template (e.g. "templates/deployment.yaml"), the object
 
 
-@pytest.fixture(scope="module")
-def helm_python() -> Any:
-    return pytest.importorskip(
-        "helm_python",
-        reason="helm-python-sdk (offline rendering; helm-sdkpy cannot render) is not installed: "
-        ".venv/bin/pip install helm-python-sdk",
-    )
-
-
 def render_documents(helm_python: Any, values: dict[str, Any] | None, **release: Any) -> list[Document]:
     """As test_helm_chart.render(), but every document, with its template: render() keys the objects by
     (kind, name), which would hide a duplicate and forget where an object came from."""
