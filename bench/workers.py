@@ -28,6 +28,7 @@ from consumer.core.adapter import Context, Ignored, Result
 from consumer.core.contract import TASK_ID, Inbound, header_text, parse_routing_key
 from consumer.core.decode import decode
 from consumer.core.errors import Rejection
+from consumer.core.normalize import Limits
 from consumer.core.state import apply, event_id, job_key
 from consumer.settings import Settings, load_settings
 from consumer.store.mongo import MongoStore, job_document
@@ -185,13 +186,20 @@ def _decoder(unwrap: Callable[[Any], Any] = lambda document: document) -> Any:
     from faststream.rabbit import RabbitMessage
 
     async def decode_body(message: RabbitMessage) -> Any:
-        decoded = decode(message.body, content_type=message.content_type, headers=message.headers, **_LIMITS)
+        decoded = decode(
+            message.body,
+            content_type=message.content_type,
+            headers=message.headers,
+            max_bytes=_LIMITS.max_body_bytes,
+            max_depth=_LIMITS.max_depth,
+            max_members=_LIMITS.max_members,
+        )
         return unwrap(decoded.document)
 
     return decode_body
 
 
-_LIMITS = {"max_bytes": 1_048_576, "max_depth": 64, "max_members": 10_000}
+_LIMITS = Limits()  # the service's defaults
 
 
 def _context(message: Any) -> Context:
@@ -205,8 +213,8 @@ def _context(message: Any) -> Context:
     return Context(
         origin=origin,
         task_id_hint=header_text(message.headers, TASK_ID),
-        max_depth=_LIMITS["max_depth"],
-        max_members=_LIMITS["max_members"],
+        max_depth=_LIMITS.max_depth,
+        max_members=_LIMITS.max_members,
     )
 
 
